@@ -1,0 +1,285 @@
+"""EVOR: expressive value learning for offline RL (method.md, Parts 1-4).
+
+  Part 1  pi_ref(a|s): flow-matching behaviour cloning; Euler ODE sampling.
+  Part 2  Z(s,a): a 1-D conditional flow over the (unit-scaled) return of pi_ref, trained by
+          distributional TD with a' ~ pi_ref(s'), z' from a Polyak-averaged target flow. No max,
+          no distillation, no gradient through any ODE.
+  Part 3  Q*(s,a) = tau_Q * log mean_j exp(z_j / tau_Q) over M return samples.
+  Part 4  Act: N candidates from pi_ref, scored by Q*, one chosen by rejection sampling.
+All of Part 3-4's knobs (N, M, flow steps, tau_Q, tau_R, selection) are inference settings: the
+same trained state serves every setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from evor.data.sampler import sample_batch
+from evor.flows import INTEGRATORS, flow_matching_loss, integrate
+from evor.nets import MLP, apply_ensemble, init_ensemble
+from evor.selection import SELECTION_RULES, select, soft_value
+
+ACTION_CLIP = 1.0 - 1e-5  # dataset actions are clipped inside the open interval (method.md, Part 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EVORConfig:
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)  # both flows' MLP widths
+    learning_rate: float = 3e-4  # Adam, both flows
+    discount: float = 0.99  # gamma
+    num_return_flows: int = 2  # ensemble size E of the return flow
+    return_layer_norm: bool = True  # LayerNorm in the return flow's MLP
+    target_update_rate: float = 0.005  # Polyak rate of the target return flow
+    target_action_flow_steps: int = 10  # Euler steps sampling a' ~ pi_ref(s') inside the TD target
+    target_return_flow_steps: int = 10  # steps integrating z' inside the TD target (separate from inference)
+    target_integrator: str = "euler"  # 'euler' | 'midpoint' | 'rk4' for z' in the TD target
+    target_horizon: int = 1  # 1: one-step TD; n: n-step along trajectories; 0: Monte-Carlo returns-to-go
+    next_action: str = "policy"  # a' in the TD target: 'policy' (a' ~ pi_ref) or 'dataset'
+
+    def validate(self) -> None:
+        from evor.errors import ConfigError
+
+        if self.target_integrator not in INTEGRATORS:
+            raise ConfigError(f"target_integrator must be one of {INTEGRATORS}, got '{self.target_integrator}'.")
+        if self.next_action not in ("policy", "dataset"):
+            raise ConfigError(f"next_action must be 'policy' or 'dataset', got '{self.next_action}'.")
+        if self.target_horizon < 0:
+            raise ConfigError(f"target_horizon must be >= 0 (0 = Monte-Carlo), got {self.target_horizon}.")
+        if not 0 < self.discount < 1:
+            raise ConfigError(f"discount must be in (0, 1), got {self.discount}.")
+        for name in ("num_return_flows", "target_action_flow_steps", "target_return_flow_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSettings:
+    num_candidates: int = 32  # N: candidates drawn from pi_ref
+    num_return_samples: int = 8  # M: return samples per candidate for Q*
+    action_flow_steps: int = 10  # K_a: Euler steps of pi_ref
+    return_flow_steps: int = 10  # K_z: integration steps of Z
+    integrator: str = "euler"  # integrator of Z at inference
+    tau_q: float = 0.05  # tilt temperature of Q* (unit-scale returns); inf = mean return
+    tau_r: float = 1e-3  # acceptance temperature; 0 = argmax, inf = plain pi_ref sample
+    selection: str = "rejection"  # 'rejection' | 'softmax'
+    ensemble: str = "mean"  # combine the E return flows' Q*: 'mean' | 'min'
+
+    def validate(self) -> None:
+        from evor.errors import ConfigError
+
+        for name in ("num_candidates", "num_return_samples", "action_flow_steps", "return_flow_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("tau_q", "tau_r"):
+            value = getattr(self, name)
+            if not value >= 0:  # also rejects NaN
+                raise ConfigError(f"{name} must be >= 0 (0 and inf are the limits), got {value}.")
+        if self.selection not in SELECTION_RULES:
+            raise ConfigError(f"selection must be one of {SELECTION_RULES}, got '{self.selection}'.")
+        if self.ensemble not in ("mean", "min"):
+            raise ConfigError(f"ensemble must be 'mean' or 'min', got '{self.ensemble}'.")
+        if self.integrator not in INTEGRATORS:
+            raise ConfigError(f"integrator must be one of {INTEGRATORS}, got '{self.integrator}'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReturnScale:
+    """Affine map of returns in [r_min/(1-gamma), r_max/(1-gamma)] to [-1, 1] (method.md, Part 2)."""
+
+    low: float
+    high: float
+
+    @classmethod
+    def from_rewards(cls, reward_min: float, reward_max: float, discount: float) -> "ReturnScale":
+        low, high = reward_min / (1 - discount), reward_max / (1 - discount)
+        if high - low < 1e-6:  # constant rewards: any non-empty interval containing them
+            low, high = low - 1.0, high + 1.0
+        return cls(float(low), float(high))
+
+    def to_unit(self, g):
+        return 2.0 * (g - self.low) / (self.high - self.low) - 1.0
+
+    def from_unit(self, u):
+        return self.low + (u + 1.0) * 0.5 * (self.high - self.low)
+
+
+class EVOR:
+    """Static description of an EVOR agent (config, shapes, networks); state lives in a pytree."""
+
+    name = "evor"
+    Config = EVORConfig
+    Settings = InferenceSettings
+
+    def __init__(self, config: EVORConfig, observation_dim: int, action_dim: int, return_scale: ReturnScale):
+        config.validate()
+        self.config = config
+        self.observation_dim = observation_dim
+        self.action_dim = action_dim
+        self.return_scale = return_scale
+        self.actor_net = MLP(config.hidden_dims, action_dim)
+        self.return_net = MLP(config.hidden_dims, 1, layer_norm=config.return_layer_norm)
+        self.optimizer = optax.adam(config.learning_rate)
+
+    # ----------------------------------------------------------------- state
+
+    def init(self, key: jax.Array) -> dict[str, Any]:
+        actor_key, return_key = jax.random.split(key)
+        obs = jnp.zeros((1, self.observation_dim))
+        act = jnp.zeros((1, self.action_dim))
+        actor = self.actor_net.init(actor_key, jnp.concatenate([obs, act, jnp.zeros((1, 1))], -1))
+        returns = init_ensemble(self.return_net, return_key, self.config.num_return_flows,
+                                jnp.concatenate([obs, act, jnp.zeros((1, 2))], -1))
+        return {
+            "actor": actor,
+            "return_flow": returns,
+            "target_return_flow": jax.tree.map(jnp.copy, returns),  # own buffers (donation)
+            "actor_opt": self.optimizer.init(actor),
+            "return_opt": self.optimizer.init(returns),
+            "step": jnp.zeros((), jnp.int32),
+        }
+
+    # ----------------------------------------------------------------- Part 1: pi_ref
+
+    def action_velocity(self, actor_params, obs, x_t, t):
+        return self.actor_net.apply(actor_params, jnp.concatenate([obs, x_t, t], -1))
+
+    def sample_actions(self, actor_params, obs, key, num_steps: int):
+        """a ~ pi_ref(.|s): integrate the velocity field from Gaussian noise, clip to the bounds."""
+        x0 = jax.random.normal(key, obs.shape[:-1] + (self.action_dim,))
+        actions = integrate(lambda x, t: self.action_velocity(actor_params, obs, x, t), x0, num_steps, "euler")
+        return jnp.clip(actions, -1.0, 1.0)
+
+    def actor_loss(self, actor_params, batch, key):
+        """||v(s, x_t, t) - (a - x_0)||^2, the flow-matching behaviour-cloning loss."""
+        noise_key, time_key = jax.random.split(key)
+        actions = jnp.clip(batch["actions"], -ACTION_CLIP, ACTION_CLIP)
+        x0 = jax.random.normal(noise_key, actions.shape)
+        t = jax.random.uniform(time_key, actions.shape[:-1] + (1,))
+        return flow_matching_loss(lambda x, tt: self.action_velocity(actor_params, batch["observations"], x, tt),
+                                  actions, x0, t)
+
+    # ----------------------------------------------------------------- Part 2: Z(s, a)
+
+    def return_velocity(self, member_params, obs, actions, z_t, t):
+        return self.return_net.apply(member_params, jnp.concatenate([obs, actions, z_t, t], -1))
+
+    def sample_returns(self, return_params, obs, actions, key, num_steps: int, integrator: str):
+        """Unit-scale return samples from every ensemble member: shape (E,) + obs.shape[:-1] + (1,)."""
+        members = self.config.num_return_flows
+        z0 = jax.random.normal(key, (members,) + obs.shape[:-1] + (1,))
+
+        def one_member(params, noise):
+            return integrate(lambda z, t: self.return_velocity(params, obs, actions, z, t), noise, num_steps,
+                             integrator)
+
+        return jnp.clip(jax.vmap(one_member)(return_params, z0), -1.0, 1.0)
+
+    def return_targets(self, state, batch, key):
+        """y = sum_k gamma^k r + gamma^K m z'(s_boot, a'), per ensemble member, in unit scale."""
+        config, scale = self.config, self.return_scale
+        action_key, return_key = jax.random.split(key)
+        boot_obs = batch["bootstrap_observations"]
+        next_actions = self.sample_actions(state["actor"], boot_obs, action_key, config.target_action_flow_steps)
+        if config.next_action == "dataset":
+            use_dataset = batch["has_bootstrap_dataset_action"][:, None] > 0
+            next_actions = jnp.where(use_dataset, batch["bootstrap_dataset_actions"], next_actions)
+        z_next = self.sample_returns(state["target_return_flow"], boot_obs, next_actions, return_key,
+                                     config.target_return_flow_steps, config.target_integrator)
+        g_next = scale.from_unit(z_next)  # (E, B, 1) in return units
+        y = batch["partial_returns"][:, None] + batch["bootstrap_discounts"][:, None] * g_next
+        return jax.lax.stop_gradient(jnp.clip(scale.to_unit(y), -1.0, 1.0))
+
+    def return_loss(self, return_params, targets, batch, key):
+        """Flow matching of each member onto its own distributional TD targets; summed over members."""
+        noise_key, time_key = jax.random.split(key)
+        x0 = jax.random.normal(noise_key, targets.shape)
+        t = jax.random.uniform(time_key, targets.shape)
+
+        def one_member(params, y, noise, tt):
+            return flow_matching_loss(
+                lambda z, s: self.return_velocity(params, batch["observations"], batch["actions"], z, s), y, noise, tt)
+
+        return jnp.sum(jax.vmap(one_member)(return_params, targets, x0, t))
+
+    # ----------------------------------------------------------------- training
+
+    def update(self, state, batch, key):
+        """One gradient step on both flows and a Polyak step of the target return flow."""
+        actor_key, target_key, return_key = jax.random.split(key, 3)
+        actor_loss, actor_grads = jax.value_and_grad(self.actor_loss)(state["actor"], batch, actor_key)
+        targets = self.return_targets(state, batch, target_key)
+        return_loss, return_grads = jax.value_and_grad(self.return_loss)(state["return_flow"], targets, batch,
+                                                                         return_key)
+        actor_updates, actor_opt = self.optimizer.update(actor_grads, state["actor_opt"], state["actor"])
+        return_updates, return_opt = self.optimizer.update(return_grads, state["return_opt"], state["return_flow"])
+        return_flow = optax.apply_updates(state["return_flow"], return_updates)
+        rate = self.config.target_update_rate
+        target = jax.tree.map(lambda p, tp: rate * p + (1 - rate) * tp, return_flow, state["target_return_flow"])
+        new_state = {
+            "actor": optax.apply_updates(state["actor"], actor_updates),
+            "return_flow": return_flow,
+            "target_return_flow": target,
+            "actor_opt": actor_opt,
+            "return_opt": return_opt,
+            "step": state["step"] + 1,
+        }
+        metrics = {"actor_loss": actor_loss, "return_loss": return_loss / self.config.num_return_flows,
+                   "target_return_mean": scale_mean(self.return_scale, targets)}
+        return new_state, metrics
+
+    def train_steps(self, state, table, key, num_steps: int, batch_size: int):
+        """`num_steps` updates fused in one lax.scan; batches are drawn on the device."""
+
+        def body(carry, step_key):
+            sample_key, update_key = jax.random.split(step_key)
+            new_state, metrics = self.update(carry, sample_batch(table, sample_key, batch_size), update_key)
+            return new_state, metrics
+
+        state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    def validation_losses(self, state, table, key, batch_size: int):
+        sample_key, actor_key, target_key, return_key = jax.random.split(key, 4)
+        batch = sample_batch(table, sample_key, batch_size)
+        targets = self.return_targets(state, batch, target_key)
+        return {"val_actor_loss": self.actor_loss(state["actor"], batch, actor_key),
+                "val_return_loss": self.return_loss(state["return_flow"], targets, batch, return_key)
+                / self.config.num_return_flows}
+
+    # ----------------------------------------------------------------- Parts 3-4: acting
+
+    def q_star(self, state, obs, actions, key, settings: InferenceSettings):
+        """Q*(s, a) from M return samples per ensemble member, combined across members (unit scale).
+
+        obs, actions: (..., dim). Returns (...,).
+        """
+        samples_obs = jnp.broadcast_to(obs[..., None, :], obs.shape[:-1] + (settings.num_return_samples,
+                                                                         obs.shape[-1]))
+        samples_act = jnp.broadcast_to(actions[..., None, :], actions.shape[:-1] + (settings.num_return_samples,
+                                                                                 actions.shape[-1]))
+        z = self.sample_returns(state["return_flow"], samples_obs, samples_act, key, settings.return_flow_steps,
+                                settings.integrator)[..., 0]  # (E, ..., M)
+        q = soft_value(z, settings.tau_q)  # (E, ...)
+        return q.mean(axis=0) if settings.ensemble == "mean" else q.min(axis=0)
+
+    def act(self, state, obs, key, settings: InferenceSettings):
+        """Actions for a batch of observations (B, obs_dim) -> (B, action_dim)."""
+        candidate_key, value_key, select_key = jax.random.split(key, 3)
+        n = settings.num_candidates
+        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
+        candidates = self.sample_actions(state["actor"], obs_n, candidate_key, settings.action_flow_steps)
+        if n == 1:  # plain pi_ref: no scoring needed
+            return candidates[:, 0]
+        q = self.q_star(state, obs_n, candidates, value_key, settings)  # (B, N)
+        keys = jax.random.split(select_key, obs.shape[0])
+        index = jax.vmap(lambda k, qi: select(k, qi, settings.tau_r, settings.selection))(keys, q)
+        return jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
+
+
+def scale_mean(scale: ReturnScale, unit_values):
+    return jnp.mean(scale.from_unit(unit_values))

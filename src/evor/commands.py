@@ -1,0 +1,158 @@
+"""`evor train`, `evor eval` and `evor quickstart`: thin wrappers over evor.train / evor.api."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+from evor.errors import ConfigError
+
+# Inference settings exposed as grid flags on `evor eval`: flag -> (field, parser).
+_GRID_FLAGS = {
+    "num_candidates": "int", "num_return_samples": "int", "action_flow_steps": "int", "return_flow_steps": "int",
+    "tau_q": "float", "tau_r": "float",
+}
+
+
+def add_commands(sub, int_list, float_list):
+    train = sub.add_parser("train", help="train an agent on an OGBench task")
+    train.add_argument("--task", default=None, help="e.g. cube-single-play-singletask-task2-v0")
+    train.add_argument("--agent", default="evor")
+    train.add_argument("--preset", default="cpu", help="cpu | paper | tiny (data files in evor/presets)")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--steps", type=int, default=None, help="total gradient steps")
+    train.add_argument("--data-dir", default=None)
+    train.add_argument("--run-dir", default=None, help="default runs/TASK/AGENT/seedN")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set agent.target_horizon=10 --set eval_episodes=50")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run's checkpoint over a grid of inference settings")
+    ev.add_argument("run_dir")
+    ev.add_argument("--episodes", type=int, default=50)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    for flag, kind in _GRID_FLAGS.items():
+        ev.add_argument(f"--{flag.replace('_', '-')}", type=int_list if kind == "int" else float_list, default=None,
+                        help=f"comma-separated values of {flag}")
+    ev.add_argument("--selection", default=None, choices=["rejection", "softmax"])
+    ev.add_argument("--ensemble", default=None, choices=["mean", "min"])
+    ev.add_argument("--out", default=None, help="results file (default RUN_DIR/eval.json)")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    qs = sub.add_parser("quickstart", help="generate a small dataset, train EVOR, show success vs candidates N")
+    qs.add_argument("--out", default="runs/quickstart")
+    qs.add_argument("--episodes", type=int, default=None, help="training episodes to generate")
+    qs.add_argument("--steps", type=int, default=None)
+    qs.add_argument("--eval-episodes", type=int, default=None)
+    qs.set_defaults(func=cmd_quickstart)
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    overrides: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{pair}'.")
+        key, raw = pair.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            if outer not in ("agent", "inference"):
+                raise ConfigError(f"--set {key}: only 'agent.' and 'inference.' fields are nested.")
+            overrides.setdefault(outer, {})[inner] = value
+        else:
+            overrides[key] = value
+    return overrides
+
+
+def cmd_train(args):
+    from evor.train import make_config, train
+
+    overrides = _parse_overrides(args.set)
+    overrides.update({k: v for k, v in dict(task=args.task, agent_name=args.agent, seed=args.seed,
+                                            total_steps=args.steps, data_dir=args.data_dir).items() if v is not None})
+    config = make_config(args.preset, **overrides)
+    run_dir = args.run_dir or f"runs/{config.task}/{config.agent_name}/seed{config.seed}"
+    run = train(config, run_dir, resume=args.resume, show_progress=not args.quiet)
+    print(f"run directory: {run.run_dir} (step {run.step})")
+
+
+def evaluate_grid(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, out: Path,
+                  show_progress: bool = True) -> list[dict]:
+    """Evaluate every combination of the grid values on one checkpoint; results appended to `out`."""
+    from evor.data.files import atomic_write_json
+
+    results = json.loads(out.read_text())["results"] if out.exists() else []
+    names = list(grids)
+    for values in itertools.product(*(grids[n] for n in names)):
+        settings = run.settings(**fixed, **dict(zip(names, values)))
+        result = run.evaluate(settings, episodes, seed=seed, show_progress=show_progress)
+        results.append(result)
+        summary = ", ".join(f"{n}={v}" for n, v in zip(names, values))
+        print(f"[{summary or 'defaults'}] success {result['success_rate']:.3f}  return {result['return_mean']:.1f}  "
+              f"({result['seconds']:.0f}s)", flush=True)
+        atomic_write_json(out, {"run_dir": str(run.run_dir), "task": run.config.task, "step": run.step,
+                                "results": results})
+    return results
+
+
+def cmd_eval(args):
+    from evor.train import load_run
+
+    run = load_run(args.run_dir, step=args.step)
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}.")
+    grids = {flag: getattr(args, flag) for flag in _GRID_FLAGS if getattr(args, flag) is not None}
+    fixed = {k: v for k, v in dict(selection=args.selection, ensemble=args.ensemble).items() if v is not None}
+    for values in itertools.product(*grids.values()):  # reject bad settings before any episode runs
+        run.settings(**fixed, **dict(zip(grids, values)))
+    out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
+    evaluate_grid(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
+    print(f"results: {out}")
+
+
+QUICKSTART = dict(dataset="cube-single-play-v0", task="cube-single-play-singletask-task1-v0", episodes=200,
+                  steps=10000, eval_episodes=30, candidates=[1, 4, 16, 64])
+
+
+def cmd_quickstart(args):
+    from evor.data.dataset import dataset_paths
+    from evor.data.generate import generate_dataset
+    from evor.train import make_config, train
+
+    started = time.time()
+    out = Path(args.out)
+    data_dir = out / "data"
+    episodes = args.episodes or QUICKSTART["episodes"]
+    if not all(p.exists() for p in dataset_paths(QUICKSTART["dataset"], data_dir)):
+        print(f"[1/3] generating {QUICKSTART['dataset']} ({episodes} episodes) into {data_dir}", flush=True)
+        generate_dataset(QUICKSTART["dataset"], out_dir=data_dir, episodes=episodes, workers=2)
+    steps = args.steps or QUICKSTART["steps"]
+    config = make_config("cpu", task=QUICKSTART["task"], total_steps=steps, data_dir=str(data_dir),
+                         eval_every=0, checkpoint_every=steps, log_every=min(500, steps))
+    run_dir = out / "run"
+    print(f"[2/3] training EVOR on {config.task} for {steps} steps -> {run_dir}", flush=True)
+    from evor.train import latest_checkpoint
+
+    if latest_checkpoint(run_dir) is None or not (run_dir / "config.json").exists():
+        run = train(config, run_dir)
+    else:
+        run = train(config, run_dir, resume=True)
+    eval_episodes = args.eval_episodes or QUICKSTART["eval_episodes"]
+    print(f"[3/3] evaluating with N = {QUICKSTART['candidates']} candidates, {eval_episodes} episodes each "
+          f"(N = 1 is a plain behaviour-policy sample)", flush=True)
+    out_file = run_dir / "quickstart_eval.json"
+    out_file.unlink(missing_ok=True)
+    results = evaluate_grid(run, {"num_candidates": QUICKSTART["candidates"]}, {}, eval_episodes, 0, out_file)
+    print("\n  N    success")
+    for r in results:
+        print(f"  {r['settings']['num_candidates']:<4d} {r['success_rate']:.2f}")
+    print(f"\nquickstart done in {(time.time() - started) / 60:.1f} min; results in {out_file}")

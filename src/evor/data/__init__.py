@@ -1,0 +1,1 @@
+"""Datasets: generation with OGBench's oracles, loading, importing, validation."""

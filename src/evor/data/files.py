@@ -1,0 +1,63 @@
+"""Writing files atomically, and where datasets live.
+
+Every file evor writes goes to a temporary name in the destination directory and is renamed into
+place, so an interrupted write (Ctrl-C, a full disk, a killed process) never leaves a half-written
+file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from evor.errors import EvorError
+
+DATA_DIR_ENV = "OGBENCH_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """`$OGBENCH_DATA_DIR` if set, else OGBench's own default `~/.ogbench/data`."""
+    return Path(os.environ.get(DATA_DIR_ENV, "~/.ogbench/data")).expanduser()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise EvorError(f"Cannot write '{path}': {exc.strerror or exc}.") from None
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EvorError(f"Writing '{path}' failed ({exc.strerror or exc}); nothing was written there.") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = True):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,96 @@
+"""Which OGBench datasets evor can generate, and the upstream recipe for each.
+
+The numbers follow OGBench's own dataset-generation commands (data_gen_scripts/commands.sh of the
+OGBench repository): 'play' manipulation data comes from the non-Markovian plan oracles with action
+noise 0.1 and noise smoothing 0.5; 'navigate' pointmaze data from the noisy subgoal oracle with
+Gaussian action noise 0.5. Validation episodes are a tenth of the training episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from evor.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRecipe:
+    name: str  # dataset name, e.g. 'cube-single-play-v0'
+    env_name: str  # the goal-conditioned environment the oracle drives, e.g. 'cube-single-v0'
+    family: str  # 'cube' | 'scene' | 'puzzle' | 'pointmaze'
+    num_episodes: int  # training episodes (validation: num_episodes // 10)
+    episode_steps: int  # recorded steps per episode (max_episode_steps upstream)
+    noise: float  # action-noise scale of the oracle
+    noise_smoothing: float = 0.5  # plan oracles only
+
+    @property
+    def num_val_episodes(self) -> int:
+        return max(1, self.num_episodes // 10)
+
+
+_MANIP = [
+    ("cube-single", "cube", 1000),
+    ("cube-double", "cube", 1000),
+    ("cube-triple", "cube", 3000),
+    ("scene", "scene", 1000),
+    ("puzzle-3x3", "puzzle", 1000),
+    ("puzzle-4x4", "puzzle", 1000),
+]
+_MAZE = [("medium", 1000, 1001), ("large", 1000, 1001), ("giant", 500, 2001), ("teleport", 1000, 1001)]
+
+RECIPES: dict[str, DatasetRecipe] = {}
+for _env, _family, _episodes in _MANIP:
+    RECIPES[f"{_env}-play-v0"] = DatasetRecipe(
+        name=f"{_env}-play-v0", env_name=f"{_env}-v0", family=_family,
+        num_episodes=_episodes, episode_steps=1001, noise=0.1)
+for _maze, _episodes, _steps in _MAZE:
+    RECIPES[f"pointmaze-{_maze}-navigate-v0"] = DatasetRecipe(
+        name=f"pointmaze-{_maze}-navigate-v0", env_name=f"pointmaze-{_maze}-v0", family="pointmaze",
+        num_episodes=_episodes, episode_steps=_steps, noise=0.5)
+
+# Locomotion datasets whose generation needs OGBench's downloaded expert policies: usable when the
+# user supplies the official files, never generated here.
+EXPERT_POLICY_FAMILIES = ("antmaze", "humanoidmaze", "antsoccer")
+
+_TASK_RE = re.compile(r"^(?P<dataset>.+?)-singletask(?:-task(?P<task>\d+))?-(?P<version>v\d+)$")
+
+
+def get_recipe(dataset_name: str) -> DatasetRecipe:
+    if dataset_name in RECIPES:
+        return RECIPES[dataset_name]
+    known = ", ".join(sorted(RECIPES))
+    if dataset_name.split("-")[0] in EXPERT_POLICY_FAMILIES:
+        raise DataError(
+            f"Dataset '{dataset_name}' cannot be generated here: OGBench produced it with expert "
+            f"locomotion policies that are only distributed with the official dataset download. "
+            f"Place the official files '{dataset_name}.npz' and '{dataset_name}-val.npz' in the data "
+            f"directory to use it. Datasets evor can generate: {known}.")
+    raise DataError(f"Unknown dataset '{dataset_name}'. Datasets evor can generate: {known}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskName:
+    """An OGBench single-task name split into its parts."""
+
+    task: str  # e.g. 'cube-single-play-singletask-task2-v0'
+    dataset: str  # e.g. 'cube-single-play-v0'
+    task_id: int | None  # None means the environment's default task
+
+
+def parse_task_name(task: str) -> TaskName:
+    """'cube-single-play-singletask-task2-v0' -> dataset 'cube-single-play-v0', task 2.
+
+    A bare dataset name ('cube-single-play-v0') is read as its default single task.
+    """
+    match = _TASK_RE.match(task)
+    if match:
+        dataset = f"{match['dataset']}-{match['version']}"
+        task_id = int(match["task"]) if match["task"] else None
+        return TaskName(task=task, dataset=dataset, task_id=task_id)
+    if re.match(r"^.+-v\d+$", task) and "singletask" not in task:
+        head, version = task.rsplit("-", 1)
+        return TaskName(task=f"{head}-singletask-{version}", dataset=task, task_id=None)
+    raise DataError(
+        f"Cannot read task name '{task}': expected an OGBench single-task name such as "
+        f"'cube-single-play-singletask-task2-v0' or a dataset name such as 'cube-single-play-v0'.")

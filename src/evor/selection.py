@@ -1,0 +1,62 @@
+"""From return samples to actions: the regularised value Q* and the candidate-selection rules.
+
+Shared by EVOR (rejection sampling against Q*) and the best-of-N baselines (argmax of a critic).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+SELECTION_RULES = ("rejection", "softmax")
+
+
+def soft_value(return_samples: jnp.ndarray, tau_q: float | jnp.ndarray) -> jnp.ndarray:
+    """Q* = tau_Q * (logsumexp_j(z_j / tau_Q) - log M) over the last axis (method.md, Part 3).
+
+    tau_Q -> inf gives the mean of the samples, tau_Q -> 0 their maximum. tau_Q = inf and tau_Q = 0
+    are accepted and mean exactly those limits.
+    """
+    z = jnp.asarray(return_samples)
+    tau_q = jnp.asarray(tau_q, dtype=z.dtype)
+    num = z.shape[-1]
+    safe_tau = jnp.where((tau_q > 0) & jnp.isfinite(tau_q), tau_q, 1.0)
+    tilted = safe_tau * (jax.nn.logsumexp(z / safe_tau, axis=-1) - jnp.log(num))
+    return jnp.where(tau_q <= 0, z.max(axis=-1), jnp.where(jnp.isfinite(tau_q), tilted, z.mean(axis=-1)))
+
+
+def acceptance_probabilities(q: jnp.ndarray, tau_r: float | jnp.ndarray) -> jnp.ndarray:
+    """p_i = exp((Q_i - max_j Q_j) / tau_R); tau_R = 0 accepts only the best, tau_R = inf everything."""
+    tau_r = jnp.asarray(tau_r, dtype=q.dtype)
+    gap = q - q.max(axis=-1, keepdims=True)
+    safe_tau = jnp.where((tau_r > 0) & jnp.isfinite(tau_r), tau_r, 1.0)
+    p = jnp.exp(gap / safe_tau)
+    return jnp.where(tau_r <= 0, (gap >= 0).astype(q.dtype), jnp.where(jnp.isfinite(tau_r), p, jnp.ones_like(q)))
+
+
+def rejection_select(key: jax.Array, q: jnp.ndarray, tau_r: float | jnp.ndarray) -> jnp.ndarray:
+    """Index of the first accepted candidate, in draw order (method.md, Part 4).
+
+    Candidate i is accepted with probability p_i, so P(select i) = p_i * prod_{j<i} (1 - p_j).
+    The best candidate has p = 1, so one pass always accepts something.
+    """
+    p = acceptance_probabilities(q, tau_r)
+    accepted = jax.random.uniform(key, q.shape) < p
+    accepted = accepted | (p >= 1.0)  # guard: p = 1 is always accepted, even for u drawn as 1.0
+    return jnp.argmax(accepted, axis=-1)
+
+
+def softmax_select(key: jax.Array, q: jnp.ndarray, tau_r: float | jnp.ndarray) -> jnp.ndarray:
+    """i ~ softmax(Q / tau_R); tau_R = 0 is argmax."""
+    tau_r = jnp.asarray(tau_r, dtype=q.dtype)
+    safe_tau = jnp.where(tau_r > 0, tau_r, 1.0)
+    sampled = jax.random.categorical(key, q / safe_tau, axis=-1)
+    return jnp.where(tau_r > 0, sampled, jnp.argmax(q, axis=-1))
+
+
+def select(key: jax.Array, q: jnp.ndarray, tau_r, rule: str) -> jnp.ndarray:
+    if rule == "rejection":
+        return rejection_select(key, q, tau_r)
+    if rule == "softmax":
+        return softmax_select(key, q, tau_r)
+    raise ValueError(f"unknown selection rule '{rule}'; choose from {SELECTION_RULES}")

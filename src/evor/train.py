@@ -1,0 +1,358 @@
+"""Training runs: typed config, presets, the fused training loop, checkpoints and resumption.
+
+A run directory holds everything needed to trace a figure back to its cause:
+  config.json        the full resolved config (agent and inference settings included)
+  versions.json      library versions, platform, dataset sidecar
+  metrics.jsonl/.csv training and validation losses, steps/s, evaluations
+  checkpoints/       step_XXXXXXXX.pkl: parameters, optimiser state, step, RNG key (atomic writes)
+  eval.json          results of `evor eval`
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import pickle
+import platform
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from evor.agents import get_agent_class
+from evor.agents.evor import InferenceSettings, ReturnScale
+from evor.data.dataset import load_task
+from evor.data.files import atomic_path, atomic_write_json
+from evor.data.generate import library_versions
+from evor.data.registry import parse_task_name
+from evor.data.sampler import transition_table
+from evor.errors import ConfigError, EvorError
+from evor.evaluate import evaluate_policy
+from evor.progress import progress_bar
+
+CHECKPOINTS_KEPT = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    task: str = "cube-single-play-singletask-task2-v0"  # OGBench single task (or dataset = default task)
+    agent_name: str = "evor"  # which agent (see evor.agents.AGENTS)
+    agent: dict = dataclasses.field(default_factory=dict)  # agent config fields (EVORConfig)
+    inference: dict = dataclasses.field(default_factory=dict)  # inference settings used for periodic evaluation
+    seed: int = 0
+    batch_size: int = 256
+    total_steps: int = 30000
+    log_every: int = 500  # updates fused per device call; metrics leave the device this often
+    eval_every: int = 10000  # 0 disables periodic evaluation
+    eval_episodes: int = 20
+    checkpoint_every: int = 5000
+    data_dir: str | None = None  # default ~/.ogbench/data or $OGBENCH_DATA_DIR
+    success_timing: str = "post"  # OGBench success flag before ('pre', 1.2.x default) or after ('post', 1.1.x) the step
+    preset: str | None = None  # the preset this config started from, for the record
+
+    def validate(self) -> None:
+        if self.total_steps < 1 or self.batch_size < 1 or self.log_every < 1:
+            raise ConfigError("total_steps, batch_size and log_every must be >= 1.")
+        for name in ("total_steps", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if value % self.log_every:
+                raise ConfigError(f"{name} ({value}) must be a multiple of log_every ({self.log_every}).")
+        if self.success_timing not in ("pre", "post"):
+            raise ConfigError(f"success_timing must be 'pre' or 'post', got '{self.success_timing}'.")
+        if self.eval_episodes < 1:
+            raise ConfigError(f"eval_episodes must be >= 1, got {self.eval_episodes}.")
+        parse_task_name(self.task)
+        agent_cls = get_agent_class(self.agent_name)
+        agent_config(agent_cls, self.agent).validate()
+        inference_settings(agent_cls, self.inference).validate()
+
+
+def _build(cls, fields: dict, what: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"Unknown {what} field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"Invalid {what}: {exc}.") from None
+
+
+def agent_config(agent_cls, fields: dict):
+    return _build(agent_cls.Config, fields, "agent config")
+
+
+def inference_settings(agent_cls, fields: dict) -> InferenceSettings:
+    return _build(agent_cls.Settings, fields, "inference setting")
+
+
+def available_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("evor.presets").iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> dict:
+    path = resources.files("evor.presets") / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(f"Unknown preset '{name}'; available: {', '.join(available_presets())}.")
+    values = json.loads(path.read_text())
+    values.pop("_about", None)
+    return values
+
+
+def make_config(preset: str = "cpu", **overrides) -> TrainConfig:
+    """A TrainConfig from a preset; `agent` and `inference` overrides merge into the preset's."""
+    values = load_preset(preset)
+    for nested in ("agent", "inference"):
+        merged = dict(values.get(nested, {}))
+        merged.update(overrides.pop(nested, {}) or {})
+        values[nested] = merged
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["preset"] = preset
+    config = _build(TrainConfig, values, "training config")
+    config.validate()
+    return config
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _to_numpy(tree):
+    return jax.tree.map(lambda x: np.asarray(x), tree)
+
+
+def save_checkpoint(run_dir: Path, step: int, state, key: jax.Array, keep: int = CHECKPOINTS_KEPT) -> Path:
+    directory = run_dir / "checkpoints"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step_{step:08d}.pkl"
+    payload = {"step": step, "state": _to_numpy(state), "key": np.asarray(jax.random.key_data(key))}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+    for old in sorted(directory.glob("step_*.pkl"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step_*.pkl"))
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            payload = pickle.load(f)
+        payload["state"] = jax.tree.map(jnp.asarray, payload["state"])
+        payload["key"] = jax.random.wrap_key_data(jnp.asarray(payload["key"])) if _typed_keys() else \
+            jnp.asarray(payload["key"])
+        return payload
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as exc:
+        raise EvorError(f"{path}: checkpoint could not be read (truncated or corrupt?): {exc}.") from None
+
+
+def _typed_keys() -> bool:
+    return False  # we use raw uint32 keys (jax.random.PRNGKey) throughout
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained (or training) agent with its config, data facts and state."""
+
+    run_dir: Path
+    config: TrainConfig
+    agent: Any
+    state: Any
+    step: int
+
+    def settings(self, **overrides) -> InferenceSettings:
+        fields = dict(self.config.inference)
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        settings = inference_settings(type(self.agent), fields)
+        settings.validate()
+        return settings
+
+    def policy(self, settings: InferenceSettings):
+        """(obs batch, key) -> actions, jitted for these settings."""
+        act = jax.jit(lambda state, obs, key: self.agent.act(state, obs, key, settings))
+        return lambda obs, key: act(self.state, jnp.asarray(obs, jnp.float32), key)
+
+    def make_env(self):
+        import gymnasium
+        import ogbench  # noqa: F401
+
+        env_name = _env_name(self.config.task)
+        return gymnasium.make(env_name, success_timing=self.config.success_timing)
+
+    def evaluate(self, settings: InferenceSettings, num_episodes: int, seed: int = 0,
+                 show_progress: bool = False) -> dict:
+        result = evaluate_policy(self.make_env, self.policy(settings), num_episodes, seed=seed,
+                                 show_progress=show_progress, desc=f"eval N={settings.num_candidates}")
+        result["settings"] = dataclasses.asdict(settings)
+        result["step"] = self.step
+        return result
+
+
+def _env_name(task: str) -> str:
+    parsed = parse_task_name(task)
+    parts = parsed.task.split("-")
+    pos = parts.index("singletask")
+    return "-".join(parts[: pos - 1] + parts[pos:])  # drop the dataset type ('play'), as OGBench does
+
+
+def _agent_for(config: TrainConfig, observation_dim: int, action_dim: int, reward_bounds) -> Any:
+    agent_cls = get_agent_class(config.agent_name)
+    agent_cfg = agent_config(agent_cls, config.agent)
+    scale = ReturnScale.from_rewards(reward_bounds[0], reward_bounds[1], agent_cfg.discount)
+    return agent_cls(agent_cfg, observation_dim, action_dim, scale)
+
+
+METRIC_COLUMNS = ["step", "actor_loss", "return_loss", "target_return_mean", "val_actor_loss", "val_return_loss",
+                  "steps_per_second", "eval_success_rate", "eval_return_mean"]
+
+
+def _write_metrics(run_dir: Path, row: dict):
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    _append_csv(run_dir / "metrics.csv", [row])
+
+
+def _append_csv(path: Path, rows: list[dict]):
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, show_progress: bool = True,
+          stop_after: int | None = None) -> Run:
+    """Train (or resume) a run. `stop_after` stops early at that step (for tests of resumption)."""
+    config.validate()
+    run_dir = Path(run_dir).expanduser()
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise EvorError(f"Cannot resume: {config_path} does not exist.")
+        saved = json.loads(config_path.read_text())
+        if saved != _config_json(config):
+            raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config.")
+    elif config_path.exists() and latest_checkpoint(run_dir) is not None:
+        raise EvorError(f"{run_dir} already holds a run; use --resume to continue it or choose another directory.")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvorError(f"Cannot create run directory '{run_dir}': {exc.strerror}.") from None
+
+    env, train_set, val_set = load_task(config.task, data_dir=config.data_dir, env=False)
+    agent = _agent_for(config, train_set.observation_dim, train_set.action_dim, train_set.reward_bounds())
+    atomic_write_json(config_path, _config_json(config))
+    atomic_write_json(run_dir / "versions.json", {
+        "versions": library_versions(), "platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
+        "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
+        "return_scale": dataclasses.asdict(agent.return_scale)})
+
+    cfg = agent.config
+    table = transition_table(train_set, cfg.discount, cfg.target_horizon)
+    val_table = transition_table(val_set, cfg.discount, cfg.target_horizon)
+    key = jax.random.PRNGKey(config.seed)
+    step = 0
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        payload = load_checkpoint(checkpoint)
+        state, key, step = payload["state"], payload["key"], payload["step"]
+    else:
+        key, init_key = jax.random.split(key)
+        state = agent.init(init_key)
+    if resume:
+        _truncate_metrics(run_dir, step)
+
+    train_chunk = jax.jit(lambda s, k: agent.train_steps(s, table, k, config.log_every, config.batch_size),
+                          donate_argnums=(0,))
+    val_losses = jax.jit(lambda s, k: agent.validation_losses(s, val_table, k, config.batch_size))
+    eval_settings = inference_settings(type(agent), config.inference)
+    end = config.total_steps if stop_after is None else min(stop_after, config.total_steps)
+
+    run = Run(run_dir, config, agent, state, step)
+    with progress_bar(config.total_steps, f"train {config.agent_name}", unit="step", initial=step,
+                      disable=not show_progress) as bar:
+        while step < end:
+            started = time.time()
+            key, chunk_key = jax.random.split(key)
+            state, metrics = train_chunk(state, chunk_key)
+            metrics = {k: float(v) for k, v in metrics.items()}  # one transfer per chunk
+            step += config.log_every
+            rate = config.log_every / (time.time() - started)
+            metric_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)  # off the training chain
+            metrics.update({k: float(v) for k, v in val_losses(state, metric_key).items()})
+            if not all(np.isfinite(v) for v in metrics.values()):
+                raise EvorError(f"Training diverged at step {step}: non-finite loss {metrics}. The last finite "
+                                f"checkpoint is {latest_checkpoint(run_dir)}.")
+            row = {"step": step, **metrics, "steps_per_second": round(rate, 1)}
+            run.state, run.step = state, step
+            if config.eval_every and step % config.eval_every == 0:
+                result = run.evaluate(eval_settings, config.eval_episodes, seed=config.seed * 1000 + step)
+                row.update(eval_success_rate=result["success_rate"], eval_return_mean=result["return_mean"])
+            _write_metrics(run_dir, row)
+            if step % config.checkpoint_every == 0 or step == config.total_steps:
+                save_checkpoint(run_dir, step, state, key)
+            bar.update(config.log_every)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in (
+                "actor_loss", "return_loss", "val_return_loss", "eval_success_rate")})
+    run.state, run.step = state, step
+    return run
+
+
+def _config_json(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _sidecar(config: TrainConfig) -> dict | None:
+    from evor.data.files import default_data_dir
+
+    directory = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
+    path = directory / f"{parse_task_name(config.task).dataset}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _truncate_metrics(run_dir: Path, step: int):
+    """Drop metric rows past `step` (written after the checkpoint we resume from)."""
+    jsonl = run_dir / "metrics.jsonl"
+    if not jsonl.exists():
+        return
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["step"] <= step]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run_dir / "metrics.csv").unlink(missing_ok=True)
+    _append_csv(run_dir / "metrics.csv", rows)
+
+
+def load_run(run_dir: str | os.PathLike, step: int | None = None) -> Run:
+    """Load a run's config and its latest (or a given) checkpoint, ready to act and evaluate."""
+    run_dir = Path(run_dir).expanduser()
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise EvorError(f"{run_dir} is not a run directory (no config.json).")
+    values = json.loads(config_path.read_text())
+    config = _build(TrainConfig, values, "training config")
+    path = run_dir / "checkpoints" / f"step_{step:08d}.pkl" if step is not None else latest_checkpoint(run_dir)
+    if path is None or not path.exists():
+        raise EvorError(f"{run_dir} has no checkpoint{'' if step is None else f' at step {step}'}.")
+    versions = json.loads((run_dir / "versions.json").read_text())
+    train_data = versions["train_data"]
+    agent = _agent_for(config, train_data["observation_dim"], train_data["action_dim"],
+                       (train_data["reward_min"], train_data["reward_max"]))
+    payload = load_checkpoint(path)
+    return Run(run_dir, config, agent, payload["state"], payload["step"])
