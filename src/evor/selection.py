@@ -19,10 +19,13 @@ def soft_value(return_samples: jnp.ndarray, tau_q: float | jnp.ndarray) -> jnp.n
     """
     z = jnp.asarray(return_samples)
     tau_q = jnp.asarray(tau_q, dtype=z.dtype)
-    num = z.shape[-1]
+    top = z.max(axis=-1)
     safe_tau = jnp.where((tau_q > 0) & jnp.isfinite(tau_q), tau_q, 1.0)
-    tilted = safe_tau * (jax.nn.logsumexp(z / safe_tau, axis=-1) - jnp.log(num))
-    return jnp.where(tau_q <= 0, z.max(axis=-1), jnp.where(jnp.isfinite(tau_q), tilted, z.mean(axis=-1)))
+    # tau * log mean exp(z / tau) = max + tau * log1p(mean(expm1((z - max) / tau))): the log1p/expm1
+    # form keeps float32 accuracy at large tau, where tau * (logsumexp - log M) cancels catastrophically.
+    gaps = (z - top[..., None]) / safe_tau
+    tilted = top + safe_tau * jnp.log1p(jnp.mean(jnp.expm1(gaps), axis=-1))
+    return jnp.where(tau_q <= 0, top, jnp.where(jnp.isfinite(tau_q), tilted, z.mean(axis=-1)))
 
 
 def acceptance_probabilities(q: jnp.ndarray, tau_r: float | jnp.ndarray) -> jnp.ndarray:

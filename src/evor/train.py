@@ -356,3 +356,21 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None) -> Run:
                        (train_data["reward_min"], train_data["reward_max"]))
     payload = load_checkpoint(path)
     return Run(run_dir, config, agent, payload["state"], payload["step"])
+
+
+def fit(agent, dataset, num_steps: int, batch_size: int = 256, seed: int = 0, chunk: int = 500):
+    """Train an agent on an in-memory Dataset without an environment (notebooks, toy problems).
+
+    Returns the trained state. Uses the same fused update as `train`.
+    """
+    table = transition_table(dataset, agent.config.discount, agent.config.target_horizon)
+    key, init_key = jax.random.split(jax.random.PRNGKey(seed))
+    state = agent.init(init_key)
+    chunk = min(chunk, num_steps)
+    if num_steps % chunk:
+        raise ConfigError(f"num_steps ({num_steps}) must be a multiple of chunk ({chunk}).")
+    step_fn = jax.jit(lambda s, k: agent.train_steps(s, table, k, chunk, batch_size), donate_argnums=(0,))
+    for _ in range(num_steps // chunk):
+        key, chunk_key = jax.random.split(key)
+        state, _ = step_fn(state, chunk_key)
+    return state
