@@ -1,0 +1,279 @@
+"""Dataset generation, loading through OGBench, import, and rejection of bad input."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from evor.data import generate as generate_module
+from evor.data.dataset import Dataset, import_dataset, list_datasets, load_task, save_dataset
+from evor.data.generate import generate_dataset
+from evor.data.registry import RECIPES, parse_task_name
+from evor.errors import DataError
+
+FAMILY_SAMPLES = ["cube-single-play-v0", "cube-double-play-v0", "cube-triple-play-v0", "scene-play-v0",
+                  "puzzle-3x3-play-v0", "puzzle-4x4-play-v0", "pointmaze-medium-navigate-v0",
+                  "pointmaze-large-navigate-v0", "pointmaze-giant-navigate-v0", "pointmaze-teleport-navigate-v0"]
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cube_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cube")
+    generate_dataset("cube-single-play-v0", out_dir=out, episodes=3, workers=1, seed=7, show_progress=False)
+    return out
+
+
+@pytest.mark.parametrize("name", FAMILY_SAMPLES)
+def test_tiny_generation_has_ogbench_keys_dtypes_and_shapes(tmp_path, name):
+    recipe = RECIPES[name]
+    paths = generate_dataset(name, out_dir=tmp_path, episodes=1, workers=1, show_progress=False)
+    for split, episodes in (("train", 1), ("val", 1)):
+        with np.load(paths[split]) as f:
+            steps = episodes * recipe.episode_steps
+            assert f["observations"].dtype == np.float32 and f["observations"].shape[0] == steps
+            assert f["actions"].dtype == np.float32 and f["actions"].shape[0] == steps
+            assert f["terminals"].dtype == bool and f["terminals"].sum() == episodes and f["terminals"][-1]
+            assert f["qpos"].shape[0] == steps and f["qvel"].shape[0] == steps
+            assert np.abs(f["actions"]).max() <= 1.0
+            assert np.isfinite(f["observations"]).all()
+            has_buttons = recipe.family in ("scene", "puzzle")
+            assert ("button_states" in f.files) == has_buttons
+            if has_buttons:
+                assert f["button_states"].dtype == np.int64
+    sidecar = json.loads(paths["sidecar"].read_text())
+    assert sidecar["seed"] == 0 and sidecar["train_episodes"] == 1 and sidecar["val_episodes"] == 1
+    assert sidecar["versions"]["ogbench"] == "1.2.2" and sidecar["versions"]["mujoco"] == "4.0.0"
+    assert sidecar["generator_version"] == generate_module.GENERATOR_VERSION
+
+
+def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(tmp_path, cube_dir):
+    paths = generate_dataset("cube-single-play-v0", out_dir=tmp_path, episodes=3, workers=2, seed=7,
+                             show_progress=False)
+    assert _digest(paths["train"]) == _digest(cube_dir / "cube-single-play-v0.npz")
+    assert _digest(paths["val"]) == _digest(cube_dir / "cube-single-play-v0-val.npz")
+
+
+def test_different_seeds_give_different_data(tmp_path, cube_dir):
+    paths = generate_dataset("cube-single-play-v0", out_dir=tmp_path, episodes=3, workers=1, seed=8,
+                             show_progress=False)
+    assert _digest(paths["train"]) != _digest(cube_dir / "cube-single-play-v0.npz")
+
+
+def test_files_load_through_unmodified_ogbench_with_rewards_and_masks(cube_dir):
+    import ogbench
+
+    env, train, val = ogbench.make_env_and_datasets("cube-single-play-singletask-task1-v0",
+                                                    dataset_path=str(cube_dir / "cube-single-play-v0.npz"))
+    assert train["observations"].shape == (3 * 1000, 28) and val["observations"].shape == (1000, 28)
+    assert set(np.unique(train["rewards"])) <= {-1.0, 0.0}
+    np.testing.assert_array_equal(train["masks"], 1.0 - (train["rewards"] == 0.0))
+    # evor's own loader gives the same transitions
+    _, ours, _ = load_task("cube-single-play-singletask-task1-v0", data_dir=cube_dir, env=False)
+    np.testing.assert_array_equal(ours.rewards, train["rewards"])
+    np.testing.assert_array_equal(ours.masks, train["masks"])
+    assert ours.num_trajectories == 3
+
+
+def test_missing_data_names_the_generate_command(tmp_path):
+    with pytest.raises(DataError, match="evor data generate cube-double-play-v0"):
+        load_task("cube-double-play-singletask-task2-v0", data_dir=tmp_path)
+
+
+def test_locomotion_datasets_needing_expert_policies_say_so(tmp_path):
+    with pytest.raises(DataError, match="expert locomotion policies"):
+        load_task("antmaze-large-navigate-singletask-v0", data_dir=tmp_path)
+    with pytest.raises(DataError, match="expert locomotion policies"):
+        generate_dataset("humanoidmaze-medium-navigate-v0", out_dir=tmp_path)
+
+
+def test_unknown_dataset_name_is_rejected(tmp_path):
+    with pytest.raises(DataError, match="Unknown dataset 'cube-sextuple-play-v0'"):
+        generate_dataset("cube-sextuple-play-v0", out_dir=tmp_path)
+    with pytest.raises(DataError, match="Cannot read task name"):
+        parse_task_name("not a task")
+
+
+def test_task_names_parse_to_datasets():
+    parsed = parse_task_name("puzzle-3x3-play-singletask-task4-v0")
+    assert parsed.dataset == "puzzle-3x3-play-v0" and parsed.task_id == 4
+    assert parse_task_name("scene-play-v0").task == "scene-play-singletask-v0"
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def _copy_with(cube_dir, tmp_path, **changes):
+    with np.load(cube_dir / "cube-single-play-v0.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    np.savez(tmp_path / "cube-single-play-v0.npz", **arrays)
+    (tmp_path / "cube-single-play-v0-val.npz").write_bytes((cube_dir / "cube-single-play-v0-val.npz").read_bytes())
+
+
+def test_truncated_file_is_reported_with_its_path(cube_dir, tmp_path):
+    data = (cube_dir / "cube-single-play-v0.npz").read_bytes()
+    (tmp_path / "cube-single-play-v0.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "cube-single-play-v0-val.npz").write_bytes((cube_dir / "cube-single-play-v0-val.npz").read_bytes())
+    with pytest.raises(DataError, match=r"cube-single-play-v0\.npz.*(truncated|corrupt)"):
+        load_task("cube-single-play-v0", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(actions=None), "key 'actions' is missing"),
+    (dict(qpos=None), "key 'qpos' is missing"),
+    (dict(actions=np.zeros((10, 5), np.float32)), "key 'actions' has shape"),
+    (dict(observations=np.array(["x"] * 4004)), "key 'observations' has dtype"),
+])
+def test_malformed_ogbench_files_are_rejected_by_name(cube_dir, tmp_path, change, message):
+    _copy_with(cube_dir, tmp_path, **change)
+    with pytest.raises(DataError, match=message):
+        load_task("cube-single-play-v0", data_dir=tmp_path)
+
+
+def test_nan_and_out_of_bounds_actions_are_rejected(cube_dir, tmp_path):
+    with np.load(cube_dir / "cube-single-play-v0.npz") as f:
+        obs, actions = f["observations"].copy(), f["actions"].copy()
+    obs[5, 3] = np.nan
+    _copy_with(cube_dir, tmp_path, observations=obs)
+    with pytest.raises(DataError, match="key 'observations' has 1 non-finite"):
+        load_task("cube-single-play-v0", data_dir=tmp_path)
+    actions[9, 1] = 3.0
+    _copy_with(cube_dir, tmp_path, actions=actions)
+    with pytest.raises(DataError, match=r"'actions' has values outside \[-1, 1\]"):
+        load_task("cube-single-play-v0", data_dir=tmp_path)
+
+
+def test_interrupted_write_leaves_no_final_file(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset("pointmaze-medium-navigate-v0", out_dir=tmp_path, episodes=1, workers=1,
+                         show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_generation_subprocess_leaves_nothing_behind(tmp_path):
+    # A real SIGINT while episodes are being generated.
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "evor.cli", "data", "generate", "cube-single-play-v0",
+                             "--episodes", "50", "--workers", "1", "--out", str(tmp_path), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+# --------------------------------------------------------------------------- a user's own data
+
+
+def _d4rl_arrays(n=40):
+    rng = np.random.default_rng(0)
+    terminals = np.zeros(n, bool)
+    timeouts = np.zeros(n, bool)
+    terminals[14] = True  # episode 1 truly ends at row 14
+    timeouts[29] = True  # episode 2 is cut at row 29; episode 3 runs to the end of the table
+    return {"observations": rng.standard_normal((n, 3)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+            "rewards": rng.standard_normal(n).astype(np.float32), "terminals": terminals, "timeouts": timeouts}
+
+
+def test_import_d4rl_npz_without_next_observations(tmp_path):
+    arrays = _d4rl_arrays()
+    np.savez(tmp_path / "mine.npz", **arrays)
+    d = import_dataset(tmp_path / "mine.npz")
+    # the cut step 29 and the table's last row have no recorded next state and are dropped
+    assert len(d) == 38
+    np.testing.assert_array_equal(d.next_observations[0], arrays["observations"][1])
+    assert d.masks[14] == 0 and d.masks.sum() == 37
+    assert d.ends[14] == 1 and d.ends[28] == 1 and d.ends[-1] == 1 and d.num_trajectories == 3
+
+
+def test_import_hdf5_d4rl_and_minari_layouts(tmp_path):
+    arrays = _d4rl_arrays()
+    with h5py.File(tmp_path / "d4rl.hdf5", "w") as f:
+        for k, v in arrays.items():
+            f[k] = v
+    assert len(import_dataset(tmp_path / "d4rl.hdf5")) == 38
+    with h5py.File(tmp_path / "minari.hdf5", "w") as f:
+        for i, steps in enumerate((5, 7)):
+            g = f.create_group(f"episode_{i}")
+            g["observations"] = np.arange((steps + 1) * 2, dtype=np.float32).reshape(steps + 1, 2)
+            g["actions"] = np.zeros((steps, 1), np.float32)
+            g["rewards"] = np.ones(steps, np.float32)
+            g["terminations"] = np.eye(1, steps, steps - 1, dtype=bool)[0] if i == 0 else np.zeros(steps, bool)
+            g["truncations"] = np.zeros(steps, bool) if i == 0 else np.eye(1, steps, steps - 1, dtype=bool)[0]
+    d = import_dataset(tmp_path / "minari.hdf5")
+    assert len(d) == 12 and d.masks.sum() == 11 and d.num_trajectories == 2
+    np.testing.assert_array_equal(d.next_observations[0], [2.0, 3.0])
+
+
+def test_imported_dataset_round_trips_through_save(tmp_path):
+    np.savez(tmp_path / "mine.npz", **_d4rl_arrays())
+    d = import_dataset(tmp_path / "mine.npz")
+    back = import_dataset(save_dataset(d, tmp_path / "saved.npz"))
+    for field in ("observations", "actions", "rewards", "masks", "ends", "next_observations"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(d, field))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(rewards=None), "key 'rewards' is missing"),
+    (dict(terminals=None, timeouts=None), "needs 'terminals'"),
+    (dict(rewards=np.zeros(39, np.float32)), "key 'rewards' has 39 rows"),
+    (dict(actions=np.full((40, 2), 2.0, np.float32)), "outside"),
+    (dict(rewards=np.full(40, np.inf, np.float32)), "non-finite"),
+    (dict(observations=np.zeros((0, 3)), actions=np.zeros((0, 2)), rewards=np.zeros(0), terminals=np.zeros(0),
+          timeouts=np.zeros(0)), "empty"),
+    (dict(actions=np.array(["a"] * 40)), "dtype"),
+])
+def test_import_rejects_bad_input_by_key(tmp_path, change, message):
+    arrays = _d4rl_arrays()
+    for k, v in change.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        import_dataset(tmp_path / "bad.npz")
+
+
+def test_import_rejects_unknown_types_and_missing_files(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        import_dataset(tmp_path / "nope.npz")
+    (tmp_path / "x.csv").write_text("1,2")
+    with pytest.raises(DataError, match="unsupported file type"):
+        import_dataset(tmp_path / "x.csv")
+    (tmp_path / "junk.hdf5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(DataError, match="not a readable HDF5"):
+        import_dataset(tmp_path / "junk.hdf5")
+
+
+def test_list_reports_sizes_and_sidecar_facts(cube_dir):
+    rows = list_datasets(cube_dir)
+    assert [r["name"] for r in rows] == ["cube-single-play-v0"]
+    assert rows[0]["seed"] == 7 and rows[0]["train_episodes"] == 3 and rows[0]["ogbench"] == "1.2.2"
+
+
+def test_dataset_validation_rejects_mismatched_widths():
+    with pytest.raises(DataError, match="'next_observations' has width"):
+        Dataset.from_arrays("x", observations=np.zeros((3, 2)), actions=np.zeros((3, 1)), rewards=np.zeros(3),
+                            masks=np.ones(3), ends=np.ones(3), next_observations=np.zeros((3, 4)))
