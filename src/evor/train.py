@@ -175,6 +175,7 @@ class Run:
     agent: Any
     state: Any
     step: int
+    _compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # settings -> jitted act
 
     def settings(self, **overrides) -> InferenceSettings:
         fields = dict(self.config.inference)
@@ -184,8 +185,10 @@ class Run:
         return settings
 
     def policy(self, settings: InferenceSettings):
-        """(obs batch, key) -> actions, jitted for these settings."""
-        act = jax.jit(lambda state, obs, key: self.agent.act(state, obs, key, settings))
+        """(obs batch, key) -> actions, jitted once per setting (the state is an argument, not a constant)."""
+        if settings not in self._compiled:
+            self._compiled[settings] = jax.jit(lambda state, obs, key: self.agent.act(state, obs, key, settings))
+        act = self._compiled[settings]
         return lambda obs, key: act(self.state, jnp.asarray(obs, jnp.float32), key)
 
     def make_env(self):

@@ -37,12 +37,19 @@ def atomic_path(path: str | os.PathLike):
         raise EvorError(f"Cannot write '{path}': {exc.strerror or exc}.") from None
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except OSError as exc:
         raise EvorError(f"Writing '{path}' failed ({exc.strerror or exc}); nothing was written there.") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = True):
