@@ -47,3 +47,49 @@ def test_generate_list_and_import_round_trip(tmp_path):
     code, out, err = run_cli("data", "import", str(tmp_path / "pointmaze-medium-navigate-v0.npz"))
     # raw OGBench files carry no rewards (they are relabelled per task), so import names the key
     assert code == 2 and "key 'rewards' is missing" in err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from evor.data.generate import generate_dataset
+    from evor.train import make_config, train
+
+    base = tmp_path_factory.mktemp("cli")
+    generate_dataset("cube-single-play-v0", out_dir=base / "data", episodes=1, workers=1, show_progress=False)
+    config = make_config("tiny", task="cube-single-play-singletask-task1-v0", data_dir=str(base / "data"),
+                         eval_every=0)
+    train(config, base / "run", show_progress=False)
+    return base / "run"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num-candidates", "0"], "num_candidates must be >= 1"),
+    (["--tau-q", "-1"], "tau_q must be >= 0"),
+    (["--tau-r", "nan"], "tau_r must be >= 0"),
+    (["--num-return-samples", "2,0"], "num_return_samples must be >= 1"),
+    (["--episodes", "0"], "--episodes must be >= 1"),
+    (["--num-candidates", "a,b"], "expected comma-separated integers"),
+    (["--step", "999"], "no checkpoint at step 999"),
+])
+def test_eval_rejects_invalid_inference_settings_before_running(tiny_run, args, message):
+    code, _, err = run_cli("eval", str(tiny_run), *args)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
+
+
+def test_eval_writes_json_next_to_the_run(tiny_run):
+    code, out, err = run_cli("eval", str(tiny_run), "--num-candidates", "1,2", "--episodes", "1", "--quiet")
+    assert code == 0, err
+    import json
+
+    results = json.loads((tiny_run / "eval.json").read_text())["results"]
+    assert [r["settings"]["num_candidates"] for r in results] == [1, 2]
+
+
+def test_corrupt_import_and_config_file_are_reported(tmp_path):
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = run_cli("data", "import", str(tmp_path / "broken.npz"))
+    assert code == 2 and "could not be read" in err and "Traceback" not in err
+    (tmp_path / "c.json").write_text("{oops")
+    code, _, err = run_cli("train", "--config", str(tmp_path / "c.json"))
+    assert code == 2 and "invalid JSON" in err

@@ -21,6 +21,7 @@ def add_commands(sub, int_list, float_list):
     train.add_argument("--task", default=None, help="e.g. cube-single-play-singletask-task2-v0")
     train.add_argument("--agent", default="evor")
     train.add_argument("--preset", default="cpu", help="cpu | paper | tiny (data files in evor/presets)")
+    train.add_argument("--config", default=None, help="JSON file of config fields, applied over the preset")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--steps", type=int, default=None, help="total gradient steps")
     train.add_argument("--data-dir", default=None)
@@ -59,10 +60,13 @@ def _parse_overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ConfigError(f"--set expects KEY=VALUE, got '{pair}'.")
         key, raw = pair.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        if raw.strip().lower() in ("inf", "+inf", "-inf", "nan"):
+            value = float(raw)
+        else:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
         if "." in key:
             outer, inner = key.split(".", 1)
             if outer not in ("agent", "inference"):
@@ -74,9 +78,11 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_train(args):
-    from evor.train import make_config, train
+    from evor.train import load_config_file, make_config, train
 
-    overrides = _parse_overrides(args.set)
+    overrides = load_config_file(args.config) if args.config else {}
+    for key, value in _parse_overrides(args.set).items():
+        overrides[key] = {**overrides.get(key, {}), **value} if key in ("agent", "inference") else value
     overrides.update({k: v for k, v in dict(task=args.task, agent_name=args.agent, seed=args.seed,
                                             total_steps=args.steps, data_dir=args.data_dir).items() if v is not None})
     config = make_config(args.preset, **overrides)

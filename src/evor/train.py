@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
 import platform
 import time
+import types
+import typing
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -73,16 +77,60 @@ class TrainConfig:
         inference_settings(agent_cls, self.inference).validate()
 
 
+def _matches(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    return True
+
+
 def _build(cls, fields: dict, what: str):
+    """A config dataclass from plain values, rejecting unknown fields and wrong types by name."""
+    if not isinstance(fields, dict):
+        raise ConfigError(f"Invalid {what}: expected a mapping of field names to values, got {type(fields).__name__}.")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ConfigError(f"Unknown {what} field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in fields.items():
+        if not _matches(value, hints[name]):
+            raise ConfigError(f"Invalid {what} field '{name}': {value!r} is not of type "
+                              f"{getattr(hints[name], '__name__', str(hints[name]))}.")
+        if hints[name] is float:
+            value = float(value)
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    """Fields of a TrainConfig from a JSON file (merged over a preset by `make_config`)."""
+    path = Path(path).expanduser()
     try:
-        return cls(**values)
-    except TypeError as exc:
-        raise ConfigError(f"Invalid {what}: {exc}.") from None
+        values = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: config file could not be read: {exc.strerror or exc}.") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config file must hold a JSON object of config fields.")
+    values.pop("_about", None)
+    return values
 
 
 def agent_config(agent_cls, fields: dict):
@@ -110,9 +158,10 @@ def make_config(preset: str = "cpu", **overrides) -> TrainConfig:
     """A TrainConfig from a preset; `agent` and `inference` overrides merge into the preset's."""
     values = load_preset(preset)
     for nested in ("agent", "inference"):
-        merged = dict(values.get(nested, {}))
-        merged.update(overrides.pop(nested, {}) or {})
-        values[nested] = merged
+        extra = overrides.pop(nested, None) or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(f"Invalid '{nested}' settings: expected a mapping, got {extra!r}.")
+        values[nested] = {**values.get(nested, {}), **extra}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["preset"] = preset
     config = _build(TrainConfig, values, "training config")
@@ -127,14 +176,19 @@ def _to_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(x), tree)
 
 
+_CHECKPOINT_MAGIC = b"EVORCKPT1\n"
+
+
 def save_checkpoint(run_dir: Path, step: int, state, key: jax.Array, keep: int = CHECKPOINTS_KEPT) -> Path:
+    """Write parameters, optimiser state, step and RNG key; a SHA-256 of the payload guards the file."""
     directory = run_dir / "checkpoints"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:08d}.pkl"
-    payload = {"step": step, "state": _to_numpy(state), "key": np.asarray(jax.random.key_data(key))}
+    payload = pickle.dumps({"step": step, "state": _to_numpy(state), "key": np.asarray(key)},
+                           protocol=pickle.HIGHEST_PROTOCOL)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.write(_CHECKPOINT_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
             f.flush()
             os.fsync(f.fileno())
     for old in sorted(directory.glob("step_*.pkl"))[:-keep]:
@@ -142,25 +196,41 @@ def save_checkpoint(run_dir: Path, step: int, state, key: jax.Array, keep: int =
     return path
 
 
+def load_checkpoint(path: Path) -> dict:
+    """Read and verify a checkpoint; a damaged file raises EvorError naming it."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise EvorError(f"{path}: checkpoint could not be read: {exc.strerror or exc}.") from None
+    header_end = len(_CHECKPOINT_MAGIC) + 64 + 1
+    if not blob.startswith(_CHECKPOINT_MAGIC) or len(blob) < header_end:
+        raise EvorError(f"{path}: not an evor checkpoint, or truncated.")
+    digest, payload = blob[len(_CHECKPOINT_MAGIC):header_end - 1].decode(errors="replace"), blob[header_end:]
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise EvorError(f"{path}: checkpoint is corrupt (checksum mismatch).")
+    data = pickle.loads(payload)
+    data["state"] = jax.tree.map(jnp.asarray, data["state"])
+    data["key"] = jnp.asarray(data["key"])
+    return data
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step_*.pkl"))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step_*.pkl"))
+    found = checkpoints(run_dir)
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            payload = pickle.load(f)
-        payload["state"] = jax.tree.map(jnp.asarray, payload["state"])
-        payload["key"] = jax.random.wrap_key_data(jnp.asarray(payload["key"])) if _typed_keys() else \
-            jnp.asarray(payload["key"])
-        return payload
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as exc:
-        raise EvorError(f"{path}: checkpoint could not be read (truncated or corrupt?): {exc}.") from None
-
-
-def _typed_keys() -> bool:
-    return False  # we use raw uint32 keys (jax.random.PRNGKey) throughout
+def load_latest_valid_checkpoint(run_dir: Path) -> dict | None:
+    """The newest checkpoint that verifies; damaged ones are skipped with a warning naming them."""
+    for path in reversed(checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path)
+        except EvorError as exc:
+            warnings.warn(f"{exc} Falling back to the previous checkpoint.", stacklevel=2)
+    return None
 
 
 # --------------------------------------------------------------------------- runs
@@ -252,7 +322,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
         saved = json.loads(config_path.read_text())
         if saved != _config_json(config):
             raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config.")
-    elif config_path.exists() and latest_checkpoint(run_dir) is not None:
+    elif config_path.exists() and checkpoints(run_dir):
         raise EvorError(f"{run_dir} already holds a run; use --resume to continue it or choose another directory.")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -272,9 +342,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     val_table = transition_table(val_set, cfg.discount, cfg.target_horizon)
     key = jax.random.PRNGKey(config.seed)
     step = 0
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if checkpoint is not None:
-        payload = load_checkpoint(checkpoint)
+    payload = load_latest_valid_checkpoint(run_dir) if resume else None
+    if payload is not None:
         state, key, step = payload["state"], payload["key"], payload["step"]
     else:
         key, init_key = jax.random.split(key)
@@ -285,6 +354,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     train_chunk = jax.jit(lambda s, k: agent.train_steps(s, table, k, config.log_every, config.batch_size),
                           donate_argnums=(0,))
     val_losses = jax.jit(lambda s, k: agent.validation_losses(s, val_table, k, config.batch_size))
+    params_finite = jax.jit(lambda s: jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(s)])))
     eval_settings = inference_settings(type(agent), config.inference)
     end = config.total_steps if stop_after is None else min(stop_after, config.total_steps)
 
@@ -300,9 +370,12 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
             rate = config.log_every / (time.time() - started)
             metric_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)  # off the training chain
             metrics.update({k: float(v) for k, v in val_losses(state, metric_key).items()})
-            if not all(np.isfinite(v) for v in metrics.values()):
-                raise EvorError(f"Training diverged at step {step}: non-finite loss {metrics}. The last finite "
-                                f"checkpoint is {latest_checkpoint(run_dir)}.")
+            bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+            if bad or not bool(params_finite(state)):
+                what = f"non-finite loss {bad}" if bad else "non-finite parameters"
+                raise EvorError(f"Training diverged at step {step} ({config.log_every} steps after the last good "
+                                f"report): {what}. Nothing was saved from this point on; the last checkpoint is "
+                                f"{latest_checkpoint(run_dir) or 'none (no checkpoint yet)'}.")
             row = {"step": step, **metrics, "steps_per_second": round(rate, 1)}
             run.state, run.step = state, step
             if config.eval_every and step % config.eval_every == 0:
@@ -335,8 +408,14 @@ def _truncate_metrics(run_dir: Path, step: int):
     jsonl = run_dir / "metrics.jsonl"
     if not jsonl.exists():
         return
-    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["step"] <= step]
+    rows = []
+    for line in jsonl.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(row, dict) and row.get("step", step + 1) <= step:
+            rows.append(row)
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run_dir / "metrics.csv").unlink(missing_ok=True)
     _append_csv(run_dir / "metrics.csv", rows)
@@ -350,14 +429,19 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None) -> Run:
         raise EvorError(f"{run_dir} is not a run directory (no config.json).")
     values = json.loads(config_path.read_text())
     config = _build(TrainConfig, values, "training config")
-    path = run_dir / "checkpoints" / f"step_{step:08d}.pkl" if step is not None else latest_checkpoint(run_dir)
-    if path is None or not path.exists():
-        raise EvorError(f"{run_dir} has no checkpoint{'' if step is None else f' at step {step}'}.")
+    if step is not None:
+        path = run_dir / "checkpoints" / f"step_{step:08d}.pkl"
+        if not path.exists():
+            raise EvorError(f"{run_dir} has no checkpoint at step {step}.")
+        payload = load_checkpoint(path)
+    else:
+        payload = load_latest_valid_checkpoint(run_dir)
+        if payload is None:
+            raise EvorError(f"{run_dir} has no readable checkpoint.")
     versions = json.loads((run_dir / "versions.json").read_text())
     train_data = versions["train_data"]
     agent = _agent_for(config, train_data["observation_dim"], train_data["action_dim"],
                        (train_data["reward_min"], train_data["reward_max"]))
-    payload = load_checkpoint(path)
     return Run(run_dir, config, agent, payload["state"], payload["step"])
 
 

@@ -305,6 +305,13 @@ def _transitions_from_arrays(arrays: dict[str, np.ndarray], source: str) -> Data
     for key in ("observations", "actions", "rewards"):
         if key not in arrays:
             raise DataError(f"{source}: key '{key}' is missing (found: {', '.join(sorted(arrays)) or 'nothing'}).")
+    known = ("observations", "actions", "rewards", "next_observations") + _TERMINATION_KEYS + _TIMEOUT_KEYS
+    for key in (k for k in known if k in arrays):
+        column = np.asarray(arrays[key])
+        if column.dtype.kind not in "biuf":
+            raise DataError(f"{source}: key '{key}' has dtype {column.dtype}; expected numbers.")
+        if column.ndim == 0:
+            raise DataError(f"{source}: key '{key}' is a single value; expected one row per transition.")
     length = len(arrays["observations"])
     if length == 0:
         raise DataError(f"{source}: the dataset is empty (key 'observations' has no rows).")
