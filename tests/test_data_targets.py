@@ -53,3 +53,25 @@ def test_long_horizon_equals_monte_carlo():
 def test_negative_horizon_is_rejected():
     with pytest.raises(ValueError):
         multistep_targets(_dataset(), G, -1)
+
+
+def test_action_chunks_against_a_hand_built_episode():
+    from evor.data.sampler import chunk_table, sample_chunks
+    import jax
+
+    d = _dataset()
+    actions = np.arange(7, dtype=np.float32)[:, None] / 10  # a_t = t / 10
+    d = Dataset.from_arrays("hand-built", observations=d.observations, actions=actions, rewards=d.rewards,
+                            masks=d.masks, ends=d.ends, next_observations=d.next_observations)
+    table = chunk_table(d, G, 3)
+    chunks = np.asarray(table["action_chunks"])
+    np.testing.assert_allclose(chunks[0], [0.0, 0.1, 0.2])
+    np.testing.assert_allclose(chunks[2], [0.2, 0.3, 0.3])  # terminates at row 3: last action repeated
+    np.testing.assert_allclose(np.asarray(table["partial_returns"])[[0, 2, 4]],
+                               [1 + G * 2 + G**2 * 3, 3 + G * 4, 10 + G * 20 + G**2 * 30], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(table["bootstrap_discounts"])[[0, 1, 2, 4]], [G**3, 0, 0, G**3], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(table["bootstrap_observations"])[[0, 4]], [[2.5], [6.5]])
+    # rows 5 and 6 would run past the cut at row 6: never sampled
+    np.testing.assert_array_equal(np.asarray(table["valid_rows"]), [0, 1, 2, 3, 4])
+    batch = sample_chunks(table, jax.random.PRNGKey(0), 500)
+    assert set(np.asarray(batch["observations"])[:, 0].astype(int)) == {0, 1, 2, 3, 4}

@@ -77,3 +77,24 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
         make_config("gpu-huge")
     with pytest.raises(ConfigError, match="Unknown agent"):
         make_config("tiny", agent_name="sac")
+
+
+@pytest.mark.parametrize("agent, overrides, action_dim", [
+    ("evor", {}, 5), ("qc", {"agent": {"horizon": 1}}, 5), ("qc", {"agent": {"horizon": 5}}, 25),
+    ("fql", {}, 5), ("ifql", {}, 5)])
+def test_every_agent_trains_saves_loads_and_acts(data_dir, tmp_path, agent, overrides, action_dim):
+    config = make_config("tiny", task=TASK, data_dir=str(data_dir), agent_name=agent, eval_every=0, **overrides)
+    trained = train(config, tmp_path / "run", show_progress=False)
+    run = load_run(tmp_path / "run")
+    for a, b in zip(_leaves(trained.state), _leaves(run.state)):
+        np.testing.assert_array_equal(a, b)
+    actions = np.asarray(run.policy(run.settings())(np.zeros((2, 28), np.float32), jax.random.PRNGKey(0)))
+    assert actions.shape == (2, action_dim) and np.abs(actions).max() <= 1.0
+    result = run.evaluate(run.settings(), num_episodes=1)
+    assert result["episode_length_mean"] == 200
+
+
+def test_fql_alpha_follows_the_environment_family(data_dir):
+    assert make_config("tiny", task="puzzle-3x3-play-singletask-task4-v0", agent_name="fql").agent["alpha"] == 1000.0
+    assert make_config("tiny", task=TASK, agent_name="fql").agent["alpha"] == 300.0
+    assert make_config("tiny", task=TASK, agent_name="fql", agent={"alpha": 5.0}).agent["alpha"] == 5.0

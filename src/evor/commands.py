@@ -19,7 +19,8 @@ _GRID_FLAGS = {
 def add_commands(sub, int_list, float_list):
     train = sub.add_parser("train", help="train an agent on an OGBench task")
     train.add_argument("--task", default=None, help="e.g. cube-single-play-singletask-task2-v0")
-    train.add_argument("--agent", default="evor")
+    train.add_argument("--agent", default="evor", help="evor | qc | fql | ifql")
+    train.add_argument("--horizon", type=int, default=None, help="action-chunk length for --agent qc (QC-1: 1, QC-5: 5)")
     train.add_argument("--preset", default="cpu", help="cpu | paper | tiny (data files in evor/presets)")
     train.add_argument("--config", default=None, help="JSON file of config fields, applied over the preset")
     train.add_argument("--seed", type=int, default=None)
@@ -81,12 +82,18 @@ def cmd_train(args):
     from evor.train import load_config_file, make_config, train
 
     overrides = load_config_file(args.config) if args.config else {}
+    if args.horizon is not None:
+        if args.agent != "qc":
+            raise ConfigError("--horizon applies to --agent qc only (action-chunk length).")
+        overrides["agent"] = {**overrides.get("agent", {}), "horizon": args.horizon}
     for key, value in _parse_overrides(args.set).items():
         overrides[key] = {**overrides.get(key, {}), **value} if key in ("agent", "inference") else value
     overrides.update({k: v for k, v in dict(task=args.task, agent_name=args.agent, seed=args.seed,
                                             total_steps=args.steps, data_dir=args.data_dir).items() if v is not None})
     config = make_config(args.preset, **overrides)
-    run_dir = args.run_dir or f"runs/{config.task}/{config.agent_name}/seed{config.seed}"
+    name = config.agent_name + (f"{config.agent['horizon']}" if config.agent_name == "qc" and "horizon" in config.agent
+                                else "")
+    run_dir = args.run_dir or f"runs/{config.task}/{name}/seed{config.seed}"
     run = train(config, run_dir, resume=args.resume, show_progress=not args.quiet)
     print(f"run directory: {run.run_dir} (step {run.step})")
 

@@ -35,7 +35,6 @@ from evor.data.dataset import load_task
 from evor.data.files import atomic_path, atomic_write_json
 from evor.data.generate import library_versions
 from evor.data.registry import parse_task_name
-from evor.data.sampler import transition_table
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluate_policy
 from evor.progress import progress_bar
@@ -157,13 +156,25 @@ def load_preset(name: str) -> dict:
 def make_config(preset: str = "cpu", **overrides) -> TrainConfig:
     """A TrainConfig from a preset; `agent` and `inference` overrides merge into the preset's."""
     values = load_preset(preset)
-    for nested in ("agent", "inference"):
+    agent_name = overrides.get("agent_name") or values.get("agent_name") or TrainConfig.agent_name
+    agent_cls = get_agent_class(agent_name) if isinstance(agent_name, str) else None
+    for nested, schema in (("agent", "Config"), ("inference", "Settings")):
         extra = overrides.pop(nested, None) or {}
         if not isinstance(extra, dict):
             raise ConfigError(f"Invalid '{nested}' settings: expected a mapping, got {extra!r}.")
-        values[nested] = {**values.get(nested, {}), **extra}
+        # A preset serves every agent: its fields apply where the chosen agent has them. What the
+        # user sets is checked strictly.
+        known = {f.name for f in dataclasses.fields(getattr(agent_cls, schema))} if agent_cls else set()
+        preset_fields = {k: v for k, v in values.get(nested, {}).items() if k in known}
+        values[nested] = {**preset_fields, **extra}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["preset"] = preset
+    if values.get("agent_name") == "fql" and "alpha" not in values["agent"]:
+        from evor.agents.fql import ALPHA_BY_FAMILY
+
+        family = str(values.get("task", TrainConfig.task)).split("-")[0]
+        if family in ALPHA_BY_FAMILY:
+            values["agent"] = {**values["agent"], "alpha": ALPHA_BY_FAMILY[family]}
     config = _build(TrainConfig, values, "training config")
     config.validate()
     return config
@@ -270,8 +281,10 @@ class Run:
 
     def evaluate(self, settings: InferenceSettings, num_episodes: int, seed: int = 0,
                  show_progress: bool = False) -> dict:
+        label = f"eval N={settings.num_candidates}" if hasattr(settings, "num_candidates") else "eval"
         result = evaluate_policy(self.make_env, self.policy(settings), num_episodes, seed=seed,
-                                 show_progress=show_progress, desc=f"eval N={settings.num_candidates}")
+                                 show_progress=show_progress, desc=label,
+                                 action_horizon=getattr(self.agent, "action_horizon", 1))
         result["settings"] = dataclasses.asdict(settings)
         result["step"] = self.step
         return result
@@ -291,8 +304,7 @@ def _agent_for(config: TrainConfig, observation_dim: int, action_dim: int, rewar
     return agent_cls(agent_cfg, observation_dim, action_dim, scale)
 
 
-METRIC_COLUMNS = ["step", "actor_loss", "return_loss", "target_return_mean", "val_actor_loss", "val_return_loss",
-                  "steps_per_second", "eval_success_rate", "eval_return_mean"]
+EVAL_COLUMNS = ["eval_success_rate", "eval_return_mean"]
 
 
 def _write_metrics(run_dir: Path, row: dict):
@@ -302,10 +314,17 @@ def _write_metrics(run_dir: Path, row: dict):
 
 
 def _append_csv(path: Path, rows: list[dict]):
-    new = not path.exists()
+    """Columns: the first row's keys (the agent's losses) plus evaluation columns; fixed per file."""
+    if not rows:
+        return
+    if path.exists():
+        with open(path) as f:
+            columns = next(csv.reader(f))
+    else:
+        columns = [k for k in rows[0] if k not in EVAL_COLUMNS] + EVAL_COLUMNS
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        if new:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        if f.tell() == 0:
             writer.writeheader()
         writer.writerows(rows)
 
@@ -337,9 +356,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
         "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
         "return_scale": dataclasses.asdict(agent.return_scale)})
 
-    cfg = agent.config
-    table = transition_table(train_set, cfg.discount, cfg.target_horizon)
-    val_table = transition_table(val_set, cfg.discount, cfg.target_horizon)
+    table = agent.make_table(train_set)
+    val_table = agent.make_table(val_set)
     key = jax.random.PRNGKey(config.seed)
     step = 0
     payload = load_latest_valid_checkpoint(run_dir) if resume else None
@@ -450,7 +468,7 @@ def fit(agent, dataset, num_steps: int, batch_size: int = 256, seed: int = 0, ch
 
     Returns the trained state. Uses the same fused update as `train`.
     """
-    table = transition_table(dataset, agent.config.discount, agent.config.target_horizon)
+    table = agent.make_table(dataset)
     key, init_key = jax.random.split(jax.random.PRNGKey(seed))
     state = agent.init(init_key)
     chunk = min(chunk, num_steps)

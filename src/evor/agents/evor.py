@@ -19,12 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from evor.data.sampler import sample_batch
+from evor.agents.common import BehaviourFlow, adam_step, polyak, scan_updates
+from evor.data.sampler import sample_batch, transition_table
 from evor.flows import INTEGRATORS, flow_matching_loss, integrate
-from evor.nets import MLP, apply_ensemble, init_ensemble
+from evor.nets import MLP, init_ensemble
 from evor.selection import SELECTION_RULES, select, soft_value
-
-ACTION_CLIP = 1.0 - 1e-5  # dataset actions are clipped inside the open interval (method.md, Part 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +113,7 @@ class EVOR:
     name = "evor"
     Config = EVORConfig
     Settings = InferenceSettings
+    action_horizon = 1
 
     def __init__(self, config: EVORConfig, observation_dim: int, action_dim: int, return_scale: ReturnScale):
         config.validate()
@@ -121,17 +121,20 @@ class EVOR:
         self.observation_dim = observation_dim
         self.action_dim = action_dim
         self.return_scale = return_scale
-        self.actor_net = MLP(config.hidden_dims, action_dim)
+        self.behaviour = BehaviourFlow(config.hidden_dims, action_dim)
         self.return_net = MLP(config.hidden_dims, 1, layer_norm=config.return_layer_norm)
         self.optimizer = optax.adam(config.learning_rate)
 
     # ----------------------------------------------------------------- state
 
+    def make_table(self, dataset):
+        return transition_table(dataset, self.config.discount, self.config.target_horizon)
+
     def init(self, key: jax.Array) -> dict[str, Any]:
         actor_key, return_key = jax.random.split(key)
         obs = jnp.zeros((1, self.observation_dim))
         act = jnp.zeros((1, self.action_dim))
-        actor = self.actor_net.init(actor_key, jnp.concatenate([obs, act, jnp.zeros((1, 1))], -1))
+        actor = self.behaviour.init(actor_key, self.observation_dim)
         returns = init_ensemble(self.return_net, return_key, self.config.num_return_flows,
                                 jnp.concatenate([obs, act, jnp.zeros((1, 2))], -1))
         return {
@@ -145,23 +148,13 @@ class EVOR:
 
     # ----------------------------------------------------------------- Part 1: pi_ref
 
-    def action_velocity(self, actor_params, obs, x_t, t):
-        return self.actor_net.apply(actor_params, jnp.concatenate([obs, x_t, t], -1))
-
     def sample_actions(self, actor_params, obs, key, num_steps: int):
         """a ~ pi_ref(.|s): integrate the velocity field from Gaussian noise, clip to the bounds."""
-        x0 = jax.random.normal(key, obs.shape[:-1] + (self.action_dim,))
-        actions = integrate(lambda x, t: self.action_velocity(actor_params, obs, x, t), x0, num_steps, "euler")
-        return jnp.clip(actions, -1.0, 1.0)
+        return self.behaviour.sample(actor_params, obs, key, num_steps)
 
     def actor_loss(self, actor_params, batch, key):
         """||v(s, x_t, t) - (a - x_0)||^2, the flow-matching behaviour-cloning loss."""
-        noise_key, time_key = jax.random.split(key)
-        actions = jnp.clip(batch["actions"], -ACTION_CLIP, ACTION_CLIP)
-        x0 = jax.random.normal(noise_key, actions.shape)
-        t = jax.random.uniform(time_key, actions.shape[:-1] + (1,))
-        return flow_matching_loss(lambda x, tt: self.action_velocity(actor_params, batch["observations"], x, tt),
-                                  actions, x0, t)
+        return self.behaviour.loss(actor_params, batch["observations"], batch["actions"], key)
 
     # ----------------------------------------------------------------- Part 2: Z(s, a)
 
@@ -215,15 +208,12 @@ class EVOR:
         targets = self.return_targets(state, batch, target_key)
         return_loss, return_grads = jax.value_and_grad(self.return_loss)(state["return_flow"], targets, batch,
                                                                          return_key)
-        actor_updates, actor_opt = self.optimizer.update(actor_grads, state["actor_opt"], state["actor"])
-        return_updates, return_opt = self.optimizer.update(return_grads, state["return_opt"], state["return_flow"])
-        return_flow = optax.apply_updates(state["return_flow"], return_updates)
-        rate = self.config.target_update_rate
-        target = jax.tree.map(lambda p, tp: rate * p + (1 - rate) * tp, return_flow, state["target_return_flow"])
+        actor, actor_opt = adam_step(self.optimizer, state["actor"], actor_grads, state["actor_opt"])
+        return_flow, return_opt = adam_step(self.optimizer, state["return_flow"], return_grads, state["return_opt"])
         new_state = {
-            "actor": optax.apply_updates(state["actor"], actor_updates),
+            "actor": actor,
             "return_flow": return_flow,
-            "target_return_flow": target,
+            "target_return_flow": polyak(return_flow, state["target_return_flow"], self.config.target_update_rate),
             "actor_opt": actor_opt,
             "return_opt": return_opt,
             "step": state["step"] + 1,
@@ -234,14 +224,7 @@ class EVOR:
 
     def train_steps(self, state, table, key, num_steps: int, batch_size: int):
         """`num_steps` updates fused in one lax.scan; batches are drawn on the device."""
-
-        def body(carry, step_key):
-            sample_key, update_key = jax.random.split(step_key)
-            new_state, metrics = self.update(carry, sample_batch(table, sample_key, batch_size), update_key)
-            return new_state, metrics
-
-        state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
-        return state, jax.tree.map(jnp.mean, metrics)
+        return scan_updates(self.update, state, table, key, num_steps, batch_size)
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key, target_key, return_key = jax.random.split(key, 4)

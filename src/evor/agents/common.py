@@ -1,0 +1,93 @@
+"""Pieces every agent shares, written once: the flow behaviour policy, critic ensembles, target
+updates, best-of-N selection, and fused (scanned) training steps."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from evor.data.sampler import sample_batch
+from evor.flows import flow_matching_loss, integrate
+from evor.nets import MLP, apply_ensemble, init_ensemble
+
+ACTION_CLIP = 1.0 - 1e-5  # dataset actions are clipped inside the open interval (method.md, Part 1)
+
+
+class BehaviourFlow:
+    """pi_ref(a|s) by flow matching: v(s, x_t, t) regressed onto a - x_0; sampled by Euler steps.
+
+    `action_dim` is the flattened size of what it models (a chunk of h actions is h * action_dim).
+    """
+
+    def __init__(self, hidden_dims, action_dim: int):
+        self.action_dim = action_dim
+        self.net = MLP(hidden_dims, action_dim)
+
+    def init(self, key, observation_dim: int):
+        return self.net.init(key, jnp.zeros((1, observation_dim + self.action_dim + 1)))
+
+    def velocity(self, params, obs, x_t, t):
+        return self.net.apply(params, jnp.concatenate([obs, x_t, t], -1))
+
+    def loss(self, params, obs, actions, key):
+        noise_key, time_key = jax.random.split(key)
+        actions = jnp.clip(actions, -ACTION_CLIP, ACTION_CLIP)
+        x0 = jax.random.normal(noise_key, actions.shape)
+        t = jax.random.uniform(time_key, actions.shape[:-1] + (1,))
+        return flow_matching_loss(lambda x, tt: self.velocity(params, obs, x, tt), actions, x0, t)
+
+    def sample_from_noise(self, params, obs, noise, num_steps: int):
+        """The ODE's endpoint from given noise (deterministic); clipped to the action bounds."""
+        out = integrate(lambda x, t: self.velocity(params, obs, x, t), noise, num_steps, "euler")
+        return jnp.clip(out, -1.0, 1.0)
+
+    def sample(self, params, obs, key, num_steps: int):
+        noise = jax.random.normal(key, obs.shape[:-1] + (self.action_dim,))
+        return self.sample_from_noise(params, obs, noise, num_steps)
+
+
+class CriticEnsemble:
+    """E scalar critics Q_e(s, a) (MLP with LayerNorm), parameters stacked on a leading axis."""
+
+    def __init__(self, hidden_dims, size: int):
+        self.size = size
+        self.net = MLP(hidden_dims, 1, layer_norm=True)
+
+    def init(self, key, input_dim: int):
+        return init_ensemble(self.net, key, self.size, jnp.zeros((1, input_dim)))
+
+    def __call__(self, params, obs, actions):
+        """(E, ...) values."""
+        return apply_ensemble(self.net, params, jnp.concatenate([obs, actions], -1))[..., 0]
+
+
+def polyak(params, target, rate: float):
+    """target <- rate * params + (1 - rate) * target."""
+    return jax.tree.map(lambda p, tp: rate * p + (1 - rate) * tp, params, target)
+
+
+def adam_step(optimizer, params, grads, opt_state):
+    import optax
+
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def best_of_n(candidates: jnp.ndarray, scores: jnp.ndarray) -> jnp.ndarray:
+    """candidates (B, N, d), scores (B, N) -> the highest-scoring candidate of each row (B, d)."""
+    index = jnp.argmax(scores, axis=-1)
+    return jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
+
+
+def scan_updates(update: Callable, state, table, key, num_steps: int, batch_size: int,
+                 sample: Callable = sample_batch):
+    """`num_steps` updates fused in one lax.scan; batches drawn on the device; mean metrics."""
+
+    def body(carry, step_key):
+        sample_key, update_key = jax.random.split(step_key)
+        return update(carry, sample(table, sample_key, batch_size), update_key)
+
+    state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+    return state, jax.tree.map(jnp.mean, metrics)
