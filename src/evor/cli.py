@@ -14,24 +14,23 @@ import evor  # noqa: F401  (MUJOCO_GL)
 from evor.errors import ConfigError, EvorError
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+def _list_parser(cast, kind: str):
+    """An argparse type for comma-separated values, e.g. '1,4,16,64'."""
+
+    def parse(text: str):
+        try:
+            values = [cast(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got '{text}'") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one of {kind}")
+        return values
+
+    return parse
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+_int_list = _list_parser(int, "integers")
+_float_list = _list_parser(float, "numbers")
 
 
 # --------------------------------------------------------------------------- data
