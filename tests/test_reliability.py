@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import evor.train as train_module
+from evor.agents.evor import EVOR
 from evor.data.dataset import import_dataset
 from evor.data.generate import generate_dataset
 from evor.errors import ConfigError, DataError, EvorError
@@ -97,13 +97,13 @@ def test_planted_nan_stops_the_run_naming_the_step_and_keeps_the_last_finite_che
     config = make_config("tiny", task=TASK, data_dir=str(data_dir), **LONG)
     run_dir = tmp_path / "run"
     train(config, run_dir, show_progress=False, stop_after=100)
-    real_table = train_module.transition_table
+    real_table = EVOR.make_table
 
-    def poisoned(*args, **kwargs):
-        table = real_table(*args, **kwargs)
+    def poisoned(self, dataset):
+        table = real_table(self, dataset)
         return dict(table, partial_returns=table["partial_returns"].at[:].set(np.nan))
 
-    monkeypatch.setattr(train_module, "transition_table", poisoned)
+    monkeypatch.setattr(EVOR, "make_table", poisoned)
     with pytest.raises(EvorError, match=r"diverged at step 150.*non-finite loss.*step_00000100\.pkl"):
         train(config, run_dir, resume=True, show_progress=False)
     assert [c.name for c in checkpoints(run_dir)] == ["step_00000100.pkl"]
