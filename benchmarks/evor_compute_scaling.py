@@ -54,7 +54,7 @@ def main():
         values = np.array([table[s][n] for s in seeds])
         ratio = f"{values.mean() / base:.2f}x" if base else "-"
         print(f"{n:<5d} " + "  ".join(f"{v:7.2f}" for v in values) + f"  {values.mean():.3f} +- {values.std():.3f}  {ratio}")
-    print(f"training updates/s (median over logging windows): " + ", ".join(f"seed{s} {r:.1f}" for s, r in rates.items()))
+    print("training updates/s (median over logging windows): " + ", ".join(f"seed{s} {r:.1f}" for s, r in rates.items()))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ step of each episode), `qpos`, `qvel`, and `button_states` for environments with
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
