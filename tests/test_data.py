@@ -110,14 +110,20 @@ def test_task_names_parse_to_datasets():
 # --------------------------------------------------------------------------- bad files
 
 
-def _copy_with(cube_dir, tmp_path, **changes):
-    with np.load(cube_dir / "cube-single-play-v0.npz") as f:
-        arrays = {k: f[k] for k in f.files}
+def _with_changes(arrays, changes):
+    """A copy of `arrays` with keys replaced, or removed where the change is None."""
+    out = dict(arrays)
     for key, value in changes.items():
         if value is None:
-            arrays.pop(key)
+            out.pop(key)
         else:
-            arrays[key] = value
+            out[key] = value
+    return out
+
+
+def _copy_with(cube_dir, tmp_path, **changes):
+    with np.load(cube_dir / "cube-single-play-v0.npz") as f:
+        arrays = _with_changes({k: f[k] for k in f.files}, changes)
     np.savez(tmp_path / "cube-single-play-v0.npz", **arrays)
     (tmp_path / "cube-single-play-v0-val.npz").write_bytes((cube_dir / "cube-single-play-v0-val.npz").read_bytes())
 
@@ -245,13 +251,7 @@ def test_imported_dataset_round_trips_through_save(tmp_path):
     (dict(actions=np.array(["a"] * 40)), "dtype"),
 ])
 def test_import_rejects_bad_input_by_key(tmp_path, change, message):
-    arrays = _d4rl_arrays()
-    for k, v in change.items():
-        if v is None:
-            arrays.pop(k)
-        else:
-            arrays[k] = v
-    np.savez(tmp_path / "bad.npz", **arrays)
+    np.savez(tmp_path / "bad.npz", **_with_changes(_d4rl_arrays(), change))
     with pytest.raises(DataError, match=message):
         import_dataset(tmp_path / "bad.npz")
 

@@ -157,12 +157,8 @@ def cmd_quickstart(args):
                          eval_every=0, checkpoint_every=steps, log_every=min(500, steps))
     run_dir = out / "run"
     print(f"[2/3] training EVOR on {config.task} for {steps} steps -> {run_dir}", flush=True)
-    from evor.train import latest_checkpoint
-
-    if latest_checkpoint(run_dir) is None or not (run_dir / "config.json").exists():
-        run = train(config, run_dir)
-    else:
-        run = train(config, run_dir, resume=True)
+    # Re-running the quickstart continues its run (resume starts afresh when no checkpoint exists yet).
+    run = train(config, run_dir, resume=(run_dir / "config.json").exists())
     eval_episodes = args.eval_episodes or QUICKSTART["eval_episodes"]
     print(f"[3/3] evaluating with N = {QUICKSTART['candidates']} candidates, {eval_episodes} episodes each "
           f"(N = 1 is a plain behaviour-policy sample)", flush=True)
