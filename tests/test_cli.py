@@ -21,6 +21,8 @@ def run_cli(*args, timeout=120):
     (["train", "--agent", "ppo"], "Unknown agent"),
     (["train", "--set", "agent.tau=3"], "Unknown agent config field"),
     (["train", "--set", "nokey"], "KEY=VALUE"),
+    (["train", "--seed", "1", "--seeds", "0,1"], "either --seed or --seeds"),
+    (["train", "--seeds", "1,1"], "Seeds must be distinct"),
     (["eval", "/nonexistent/run"], "not a run directory"),
 ])
 def test_bad_arguments_give_a_message_not_a_traceback(args, message):

@@ -98,3 +98,42 @@ def test_fql_alpha_follows_the_environment_family(data_dir):
     assert make_config("tiny", task="puzzle-3x3-play-singletask-task4-v0", agent_name="fql").agent["alpha"] == 1000.0
     assert make_config("tiny", task=TASK, agent_name="fql").agent["alpha"] == 300.0
     assert make_config("tiny", task=TASK, agent_name="fql", agent={"alpha": 5.0}).agent["alpha"] == 5.0
+
+
+def test_vmapped_seeds_match_the_seeds_trained_alone(data_dir, tmp_path):
+    from evor.train import train_seeds
+
+    config = _config(data_dir)
+    together = train_seeds(config, [3, 4], [tmp_path / "s3", tmp_path / "s4"], show_progress=False)
+    for seed, run in zip((3, 4), together):
+        alone = train(make_config("tiny", task=TASK, data_dir=str(data_dir), eval_every=0, seed=seed),
+                      tmp_path / f"alone{seed}", show_progress=False)
+        # vmap turns each matmul into a batched one, so equality is up to float rounding, not bitwise.
+        for a, b in zip(_leaves(alone.state), _leaves(run.state)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert json.loads((tmp_path / f"s{seed}" / "config.json").read_text())["seed"] == seed
+        rows = [json.loads(line) for line in (tmp_path / f"s{seed}" / "metrics.jsonl").read_text().splitlines()]
+        alone_rows = [json.loads(line) for line in (tmp_path / f"alone{seed}" / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [50, 100, 150, 200]
+        np.testing.assert_allclose([r["val_return_loss"] for r in rows], [r["val_return_loss"] for r in alone_rows],
+                                   rtol=1e-3)
+    a, b = _leaves(together[0].state), _leaves(together[1].state)
+    assert any(not np.allclose(x, y) for x, y in zip(a, b)), "two seeds must not train identically"
+
+
+def test_vmapped_seeds_resume_from_the_newest_common_checkpoint(data_dir, tmp_path):
+    from evor.train import checkpoints, train_seeds
+
+    config = _config(data_dir)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    whole = train_seeds(config, [0, 1], [tmp_path / "w0", tmp_path / "w1"], show_progress=False)
+    train_seeds(config, [0, 1], dirs, show_progress=False, stop_after=200)
+    # As if killed between the two seeds' writes at step 200: seed 1 only reached step 100.
+    checkpoints(dirs[1])[-1].unlink()
+    resumed = train_seeds(config, [0, 1], dirs, resume=True, show_progress=False)
+    for w, r in zip(whole, resumed):
+        assert r.step == 200
+        for a, b in zip(_leaves(w.state), _leaves(r.state)):
+            np.testing.assert_array_equal(a, b)
+    rows = [json.loads(line) for line in (dirs[0] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [50, 100, 150, 200]

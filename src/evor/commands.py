@@ -24,6 +24,9 @@ def add_commands(sub, int_list, float_list):
     train.add_argument("--preset", default="cpu", help="cpu | paper | tiny (data files in evor/presets)")
     train.add_argument("--config", default=None, help="JSON file of config fields, applied over the preset")
     train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--seeds", type=int_list, default=None,
+                       help="several seeds trained together in one process (vmapped), e.g. 0,1,2,3; "
+                            "each gets its own run directory (--run-dir becomes their parent)")
     train.add_argument("--steps", type=int, default=None, help="total gradient steps")
     train.add_argument("--data-dir", default=None)
     train.add_argument("--run-dir", default=None, help="default runs/TASK/AGENT/seedN")
@@ -79,7 +82,7 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_train(args):
-    from evor.train import load_config_file, make_config, train
+    from evor.train import load_config_file, make_config, train, train_seeds
 
     overrides = load_config_file(args.config) if args.config else {}
     if args.horizon is not None:
@@ -93,9 +96,17 @@ def cmd_train(args):
     config = make_config(args.preset, **overrides)
     name = config.agent_name + (f"{config.agent['horizon']}" if config.agent_name == "qc" and "horizon" in config.agent
                                 else "")
-    run_dir = args.run_dir or f"runs/{config.task}/{name}/seed{config.seed}"
-    run = train(config, run_dir, resume=args.resume, show_progress=not args.quiet)
-    print(f"run directory: {run.run_dir} (step {run.step})")
+    if args.seeds is not None:
+        if args.seed is not None:
+            raise ConfigError("Give either --seed or --seeds, not both.")
+        parent = Path(args.run_dir) if args.run_dir else Path("runs") / config.task / name
+        runs = train_seeds(config, args.seeds, [parent / f"seed{seed}" for seed in args.seeds],
+                           resume=args.resume, show_progress=not args.quiet)
+    else:
+        run_dir = args.run_dir or f"runs/{config.task}/{name}/seed{config.seed}"
+        runs = [train(config, run_dir, resume=args.resume, show_progress=not args.quiet)]
+    for run in runs:
+        print(f"run directory: {run.run_dir} (step {run.step})")
 
 
 def evaluate_grid(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, out: Path,

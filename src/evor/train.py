@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -332,8 +333,10 @@ def _append_csv(path: Path, rows: list[dict]):
 def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, show_progress: bool = True,
           stop_after: int | None = None) -> Run:
     """Train (or resume) a run. `stop_after` stops early at that step (for tests of resumption)."""
-    config.validate()
-    run_dir = Path(run_dir).expanduser()
+    return train_seeds(config, [config.seed], [run_dir], resume, show_progress, stop_after)[0]
+
+
+def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
     config_path = run_dir / "config.json"
     if resume:
         if not config_path.exists():
@@ -348,65 +351,143 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     except OSError as exc:
         raise EvorError(f"Cannot create run directory '{run_dir}': {exc.strerror}.") from None
 
+
+def _resume_payloads(run_dirs: list[Path]) -> list[dict] | None:
+    """The checkpoints to continue from: each run's newest valid one, or, for seeds trained together,
+    the newest step that every seed has (a kill between two seeds' writes leaves them one save apart)."""
+    if len(run_dirs) == 1:
+        payload = load_latest_valid_checkpoint(run_dirs[0])
+        return None if payload is None else [payload]
+    common = set.intersection(*({int(p.stem[len("step_"):]) for p in checkpoints(d)} for d in run_dirs))
+    for step in sorted(common, reverse=True):
+        try:
+            return [load_checkpoint(d / "checkpoints" / f"step_{step:08d}.pkl") for d in run_dirs]
+        except EvorError as exc:
+            warnings.warn(f"{exc} Falling back to the previous common checkpoint.", stacklevel=2)
+    return None
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree, index: int):
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def _per_seed(fn, num_seeds: int):
+    """fn over one seed's arguments lifted to seed-stacked arguments and results: vmap for several seeds;
+    for one seed the plain function (a size-1 vmap would only add a batch dimension to every matmul)."""
+    if num_seeds > 1:
+        return jax.vmap(fn)
+    add_axis = functools.partial(jax.tree.map, lambda x: x[None])
+    return lambda *args: add_axis(fn(*(_unstack(a, 0) for a in args)))
+
+
+def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: bool = False,
+                show_progress: bool = True, stop_after: int | None = None) -> list[Run]:
+    """Train several seeds of one config in one process, vmapped over the seed axis.
+
+    The dataset is loaded once and shared; every seed keeps its own RNG chain (the one it would have
+    alone), run directory, metrics and checkpoints, so each directory reads as if it had run alone.
+    """
+    if len(seeds) != len(run_dirs) or not seeds:
+        raise ConfigError(f"train_seeds needs one run directory per seed (got {len(seeds)} seeds and "
+                          f"{len(run_dirs)} directories).")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"Seeds must be distinct, got {seeds}.")
+    configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
+    for seed_config in configs:
+        seed_config.validate()
+    run_dirs = [Path(d).expanduser() for d in run_dirs]
+    for seed_config, run_dir in zip(configs, run_dirs):
+        _prepare_run_dir(seed_config, run_dir, resume)
+
     env, train_set, val_set = load_task(config.task, data_dir=config.data_dir, env=False)
     agent = _agent_for(config, train_set.observation_dim, train_set.action_dim, train_set.reward_bounds())
-    atomic_write_json(config_path, _config_json(config))
-    atomic_write_json(run_dir / "versions.json", {
-        "versions": library_versions(), "platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
-        "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
-        "return_scale": dataclasses.asdict(agent.return_scale)})
+    for seed_config, run_dir in zip(configs, run_dirs):
+        atomic_write_json(run_dir / "config.json", _config_json(seed_config))
+        atomic_write_json(run_dir / "versions.json", {
+            "versions": library_versions(), "platform": platform.platform(),
+            "devices": [str(d) for d in jax.devices()], "seeds_in_process": seeds,
+            "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
+            "return_scale": dataclasses.asdict(agent.return_scale)})
 
     table = agent.make_table(train_set)
     val_table = agent.make_table(val_set)
-    key = jax.random.PRNGKey(config.seed)
+    num_seeds = len(seeds)
     step = 0
-    payload = load_latest_valid_checkpoint(run_dir) if resume else None
-    if payload is not None:
-        state, key, step = payload["state"], payload["key"], payload["step"]
+    payloads = _resume_payloads(run_dirs) if resume else None
+    if payloads is not None:
+        state, keys, step = _stack([p["state"] for p in payloads]), _stack([p["key"] for p in payloads]), \
+            payloads[0]["step"]
     else:
-        key, init_key = jax.random.split(key)
-        state = agent.init(init_key)
+        split = [jax.random.split(jax.random.PRNGKey(seed)) for seed in seeds]
+        keys = jnp.stack([k for k, _ in split])
+        state = _stack([agent.init(init_key) for _, init_key in split])
     if resume:
-        _truncate_metrics(run_dir, step)
+        for run_dir in run_dirs:
+            _truncate_metrics(run_dir, step)
 
-    train_chunk = jax.jit(lambda s, k: agent.train_steps(s, table, k, config.log_every, config.batch_size),
-                          donate_argnums=(0,))
-    val_losses = jax.jit(lambda s, k: agent.validation_losses(s, val_table, k, config.batch_size))
-    params_finite = jax.jit(lambda s: jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(s)])))
+    train_chunk = jax.jit(_per_seed(
+        lambda s, k: agent.train_steps(s, table, k, config.log_every, config.batch_size), num_seeds),
+        donate_argnums=(0,))
+    val_losses = jax.jit(_per_seed(lambda s, k: agent.validation_losses(s, val_table, k, config.batch_size),
+                                   num_seeds))
+    split_keys = jax.jit(jax.vmap(jax.random.split))
+    params_finite = jax.jit(jax.vmap(
+        lambda s: jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(s)]))))
     eval_settings = inference_settings(type(agent), config.inference)
     end = config.total_steps if stop_after is None else min(stop_after, config.total_steps)
 
-    run = Run(run_dir, config, agent, state, step)
-    with progress_bar(config.total_steps, f"train {config.agent_name}", unit="step", initial=step,
-                      disable=not show_progress) as bar:
+    runs = [Run(run_dir, seed_config, agent, _unstack(state, i), step)
+            for i, (seed_config, run_dir) in enumerate(zip(configs, run_dirs))]
+    label = f"train {config.agent_name}" + (f" x{num_seeds} seeds" if num_seeds > 1 else "")
+    with progress_bar(config.total_steps, label, unit="step", initial=step, disable=not show_progress) as bar:
         while step < end:
             started = time.time()
-            key, chunk_key = jax.random.split(key)
-            state, metrics = train_chunk(state, chunk_key)
-            metrics = {k: float(v) for k, v in metrics.items()}  # one transfer per chunk
+            both = split_keys(keys)
+            keys, chunk_keys = both[:, 0], both[:, 1]
+            state, metrics = train_chunk(state, chunk_keys)
+            metrics = {k: np.asarray(v) for k, v in metrics.items()}  # one transfer per chunk
             step += config.log_every
             rate = config.log_every / (time.time() - started)
-            metric_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)  # off the training chain
-            metrics.update({k: float(v) for k, v in val_losses(state, metric_key).items()})
-            bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
-            if bad or not bool(params_finite(state)):
-                what = f"non-finite loss {bad}" if bad else "non-finite parameters"
-                raise EvorError(f"Training diverged at step {step} ({config.log_every} steps after the last good "
-                                f"report): {what}. Nothing was saved from this point on; the last checkpoint is "
-                                f"{latest_checkpoint(run_dir) or 'none (no checkpoint yet)'}.")
-            row = {"step": step, **metrics, "steps_per_second": round(rate, 1)}
-            run.state, run.step = state, step
-            if config.eval_every and step % config.eval_every == 0:
-                result = run.evaluate(eval_settings, config.eval_episodes, seed=config.seed * 1000 + step)
-                row.update(eval_success_rate=result["success_rate"], eval_return_mean=result["return_mean"])
-            _write_metrics(run_dir, row)
-            if step % config.checkpoint_every == 0 or step == config.total_steps:
-                save_checkpoint(run_dir, step, state, key)
+            # Validation keys are off the training chain, so they do not change what is learned.
+            metric_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed + 1), step) for seed in seeds])
+            val_metrics = val_losses(state, metric_keys)
+            metrics.update({k: np.asarray(v) for k, v in val_metrics.items()})
+            finite = np.asarray(params_finite(state))
+            host_state = _to_numpy(state) if (step % config.checkpoint_every == 0 or step == config.total_steps
+                                              or (config.eval_every and step % config.eval_every == 0)) else None
+            for i, (run, run_dir) in enumerate(zip(runs, run_dirs)):
+                seed_metrics = {k: float(v[i]) for k, v in metrics.items()}
+                bad = {k: v for k, v in seed_metrics.items() if not np.isfinite(v)}
+                if bad or not finite[i]:
+                    what = f"non-finite loss {bad}" if bad else "non-finite parameters"
+                    others = " Training of the other seeds stopped with it." if num_seeds > 1 else ""
+                    raise EvorError(f"Training diverged at step {step} ({config.log_every} steps after the last "
+                                    f"good report) in {run_dir}: {what}. Nothing was saved from this point on; the "
+                                    f"last checkpoint is {latest_checkpoint(run_dir) or 'none (no checkpoint yet)'}."
+                                    + others)
+                row = {"step": step, **seed_metrics, "steps_per_second": round(rate, 1)}
+                if num_seeds > 1:
+                    row["seeds_in_process"] = num_seeds  # steps_per_second is per seed, all seeds together
+                run.step = step
+                if host_state is not None:
+                    run.state = _unstack(host_state, i)
+                if config.eval_every and step % config.eval_every == 0:
+                    result = run.evaluate(eval_settings, config.eval_episodes, seed=run.config.seed * 1000 + step)
+                    row.update(eval_success_rate=result["success_rate"], eval_return_mean=result["return_mean"])
+                _write_metrics(run_dir, row)
+                if step % config.checkpoint_every == 0 or step == config.total_steps:
+                    save_checkpoint(run_dir, step, run.state, keys[i])
             bar.update(config.log_every)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in (
-                "actor_loss", "return_loss", "val_return_loss", "eval_success_rate")})
-    run.state, run.step = state, step
-    return run
+            bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in metrics.items() if k in (
+                "actor_loss", "return_loss", "val_return_loss")})
+    host_state = _to_numpy(state)
+    for i, run in enumerate(runs):
+        run.state, run.step = jax.tree.map(jnp.asarray, _unstack(host_state, i)), step
+    return runs
 
 
 def _config_json(config: TrainConfig) -> dict:

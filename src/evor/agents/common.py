@@ -81,13 +81,35 @@ def best_of_n(candidates: jnp.ndarray, scores: jnp.ndarray) -> jnp.ndarray:
     return jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
 
 
+def one_update(update: Callable, state, table, step_key, batch_size: int, sample: Callable = sample_batch):
+    """One update on a batch drawn from the device-resident table with `step_key`."""
+    sample_key, update_key = jax.random.split(step_key)
+    return update(state, sample(table, sample_key, batch_size), update_key)
+
+
 def scan_updates(update: Callable, state, table, key, num_steps: int, batch_size: int,
                  sample: Callable = sample_batch):
     """`num_steps` updates fused in one lax.scan; batches drawn on the device; mean metrics."""
 
     def body(carry, step_key):
-        sample_key, update_key = jax.random.split(step_key)
-        return update(carry, sample(table, sample_key, batch_size), update_key)
+        return one_update(update, carry, table, step_key, batch_size, sample)
 
     state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
     return state, jax.tree.map(jnp.mean, metrics)
+
+
+def plain_updates(agent, state, table, key, num_steps: int, batch_size: int, step_fn=None):
+    """The reference loop the field's code uses: one jitted call per update from Python, the same keys
+    as `agent.train_steps`. For the fused-equals-plain test and the throughput benchmark."""
+    if step_fn is None:
+        step_fn = plain_step_fn(agent, table, batch_size)
+    metrics = []
+    for step_key in jax.random.split(key, num_steps):
+        state, step_metrics = step_fn(state, step_key)
+        metrics.append(step_metrics)
+    return state, jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *metrics)
+
+
+def plain_step_fn(agent, table, batch_size: int):
+    return jax.jit(lambda s, k: one_update(agent.update, s, table, k, batch_size, agent.sample),
+                   donate_argnums=(0,))

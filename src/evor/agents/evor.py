@@ -115,6 +115,8 @@ class EVOR:
     Settings = InferenceSettings
     action_horizon = 1
 
+    sample = staticmethod(sample_batch)  # how a training batch is drawn from the table
+
     def __init__(self, config: EVORConfig, observation_dim: int, action_dim: int, return_scale: ReturnScale):
         config.validate()
         self.config = config
@@ -224,7 +226,7 @@ class EVOR:
 
     def train_steps(self, state, table, key, num_steps: int, batch_size: int):
         """`num_steps` updates fused in one lax.scan; batches are drawn on the device."""
-        return scan_updates(self.update, state, table, key, num_steps, batch_size)
+        return scan_updates(self.update, state, table, key, num_steps, batch_size, sample=self.sample)
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key, target_key, return_key = jax.random.split(key, 4)

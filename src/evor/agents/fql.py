@@ -60,6 +60,8 @@ class FQL:
     Settings = FQLSettings
     action_horizon = 1
 
+    sample = staticmethod(sample_batch)  # how a training batch is drawn from the table
+
     def __init__(self, config: FQLConfig, observation_dim: int, action_dim: int, return_scale=None):
         config.validate()
         self.config = config
@@ -125,7 +127,7 @@ class FQL:
                            "one_step_loss": one_step_loss, "distill_loss": distill, "q_mean": q_mean}
 
     def train_steps(self, state, table, key, num_steps: int, batch_size: int):
-        return scan_updates(self.update, state, table, key, num_steps, batch_size)
+        return scan_updates(self.update, state, table, key, num_steps, batch_size, sample=self.sample)
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key, critic_key = jax.random.split(key, 3)

@@ -64,6 +64,8 @@ class QC:
     Config = QCConfig
     Settings = QCSettings
 
+    sample = staticmethod(sample_chunks)  # how a training batch is drawn from the table
+
     def __init__(self, config: QCConfig, observation_dim: int, action_dim: int, return_scale=None):
         config.validate()
         self.config = config
@@ -118,7 +120,7 @@ class QC:
                            "q_mean": q_mean}
 
     def train_steps(self, state, table, key, num_steps: int, batch_size: int):
-        return scan_updates(self.update, state, table, key, num_steps, batch_size, sample=sample_chunks)
+        return scan_updates(self.update, state, table, key, num_steps, batch_size, sample=self.sample)
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key, target_key = jax.random.split(key, 3)
