@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evor.commands import evaluate_grid
+from evor.sweep import sweep
 from evor.train import latest_checkpoint, load_run, make_config, train
 
 
@@ -40,11 +40,7 @@ def main():
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         rates[seed] = float(np.median([r["steps_per_second"] for r in rows[1:]] or [rows[0]["steps_per_second"]]))
         out = run_dir / "scaling_eval.json"
-        done_n = {r["settings"]["num_candidates"] for r in json.loads(out.read_text())["results"]} \
-            if out.exists() else set()
-        todo = [n for n in grid if n not in done_n]
-        if todo:
-            evaluate_grid(run, {"num_candidates": todo}, {}, args.episodes, seed=10_000 + seed, out=out)
+        sweep(run, {"num_candidates": grid}, {}, args.episodes, seed=10_000 + seed, out=out)  # skips done N
         results = json.loads(out.read_text())["results"]
         table[seed] = {r["settings"]["num_candidates"]: r["success_rate"] for r in results}
     print(f"\nEVOR on {args.task}, preset {args.preset}, {args.episodes} episodes per setting, seeds {seeds}")

@@ -95,3 +95,29 @@ def test_corrupt_import_and_config_file_are_reported(tmp_path):
     (tmp_path / "c.json").write_text("{oops")
     code, _, err = run_cli("train", "--config", str(tmp_path / "c.json"))
     assert code == 2 and "invalid JSON" in err
+
+
+def test_sweep_records_costs_and_a_rerun_skips_finished_settings(tiny_run, tmp_path):
+    import json
+
+    out = tmp_path / "sweep.json"
+    code, first, err = run_cli("sweep", str(tiny_run), "--num-candidates", "1,2", "--tau-r", "0,1",
+                               "--episodes", "1", "--quiet", "--out", str(out), timeout=300)
+    assert code == 0, err
+    results = json.loads(out.read_text())["results"]
+    assert [(r["settings"]["num_candidates"], r["settings"]["tau_r"]) for r in results] == \
+        [(1, 0.0), (1, 1.0), (2, 0.0), (2, 1.0)]
+    assert all(r["single_action_ms"] > 0 and r["policy_ms_per_env_step"] > 0 for r in results)
+    # Widen the grid: only the new settings run; the finished ones are skipped and kept as they were.
+    code, second, err = run_cli("sweep", str(tiny_run), "--num-candidates", "1,2,3", "--tau-r", "0,1",
+                                "--episodes", "1", "--quiet", "--out", str(out), timeout=300)
+    assert code == 0, err
+    assert second.count("already done, skipped") == 4 and second.count("success") == 2
+    again = json.loads(out.read_text())["results"]
+    assert again[:4] == results and [r["settings"]["num_candidates"] for r in again[4:]] == [3, 3]
+
+
+def test_sweep_rejects_a_damaged_results_file(tiny_run, tmp_path):
+    (tmp_path / "sweep.json").write_text("{not json")
+    code, _, err = run_cli("sweep", str(tiny_run), "--episodes", "1", "--out", str(tmp_path / "sweep.json"))
+    assert code == 2 and "not a results file" in err and "Traceback" not in err

@@ -137,3 +137,14 @@ def test_vmapped_seeds_resume_from_the_newest_common_checkpoint(data_dir, tmp_pa
             np.testing.assert_array_equal(a, b)
     rows = [json.loads(line) for line in (dirs[0] / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
+
+
+def test_vectorised_evaluation_on_ogbench_equals_sequential(data_dir, tmp_path):
+    train(_config(data_dir), tmp_path / "run", show_progress=False)
+    run = load_run(tmp_path / "run")
+    settings = run.settings()
+    sequential = run.evaluate(settings, 4, seed=3, pool_size=1, workers=0)
+    vectorised = run.evaluate(settings, 4, seed=3, pool_size=4, workers=2)
+    assert vectorised["workers"] == 2 and sequential["workers"] == 0
+    assert vectorised["per_episode_success"] == sequential["per_episode_success"]
+    np.testing.assert_allclose(vectorised["per_episode_return"], sequential["per_episode_return"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from pathlib import Path
@@ -37,18 +36,13 @@ def add_commands(sub, int_list, float_list):
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint over a grid of inference settings")
-    ev.add_argument("run_dir")
-    ev.add_argument("--episodes", type=int, default=50)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    for flag, kind in _GRID_FLAGS.items():
-        ev.add_argument(f"--{flag.replace('_', '-')}", type=int_list if kind == "int" else float_list, default=None,
-                        help=f"comma-separated values of {flag}")
-    ev.add_argument("--selection", default=None, choices=["rejection", "softmax"])
-    ev.add_argument("--ensemble", default=None, choices=["mean", "min"])
-    ev.add_argument("--out", default=None, help="results file (default RUN_DIR/eval.json)")
-    ev.add_argument("--quiet", action="store_true")
+    _add_grid_arguments(ev, int_list, float_list, "eval.json")
     ev.set_defaults(func=cmd_eval)
+
+    sw = sub.add_parser("sweep", help="inference-compute sweep of one checkpoint (N from 1 to 256 by default); "
+                                      "re-running skips settings already done")
+    _add_grid_arguments(sw, int_list, float_list, "sweep.json")
+    sw.set_defaults(func=cmd_sweep)
 
     qs = sub.add_parser("quickstart", help="generate a small dataset, train EVOR, show success vs candidates N")
     qs.add_argument("--out", default="runs/quickstart")
@@ -56,6 +50,20 @@ def add_commands(sub, int_list, float_list):
     qs.add_argument("--steps", type=int, default=None)
     qs.add_argument("--eval-episodes", type=int, default=None)
     qs.set_defaults(func=cmd_quickstart)
+
+
+def _add_grid_arguments(parser, int_list, float_list, default_out: str):
+    parser.add_argument("run_dir")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    for flag, kind in _GRID_FLAGS.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", type=int_list if kind == "int" else float_list,
+                            default=None, help=f"comma-separated values of {flag}")
+    parser.add_argument("--selection", default=None, choices=["rejection", "softmax"])
+    parser.add_argument("--ensemble", default=None, choices=["mean", "min"])
+    parser.add_argument("--out", default=None, help=f"results file (default RUN_DIR/{default_out})")
+    parser.add_argument("--quiet", action="store_true")
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -109,38 +117,42 @@ def cmd_train(args):
         print(f"run directory: {run.run_dir} (step {run.step})")
 
 
-def evaluate_grid(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, out: Path,
-                  show_progress: bool = True) -> list[dict]:
-    """Evaluate every combination of the grid values on one checkpoint; results appended to `out`."""
-    from evor.data.files import atomic_write_json
+def _grid_from_args(args, run):
+    grids = {flag: getattr(args, flag) for flag in _GRID_FLAGS if getattr(args, flag) is not None}
+    fixed = {k: v for k, v in dict(selection=args.selection, ensemble=args.ensemble).items() if v is not None}
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}.")
+    from evor.sweep import grid_settings
 
-    results = json.loads(out.read_text())["results"] if out.exists() else []
-    names = list(grids)
-    for values in itertools.product(*(grids[n] for n in names)):
-        settings = run.settings(**fixed, **dict(zip(names, values)))
-        result = run.evaluate(settings, episodes, seed=seed, show_progress=show_progress)
-        results.append(result)
-        summary = ", ".join(f"{n}={v}" for n, v in zip(names, values))
-        print(f"[{summary or 'defaults'}] success {result['success_rate']:.3f}  return {result['return_mean']:.1f}  "
-              f"({result['seconds']:.0f}s)", flush=True)
-        atomic_write_json(out, {"run_dir": str(run.run_dir), "task": run.config.task, "step": run.step,
-                                "results": results})
-    return results
+    grid_settings(run, grids, fixed)  # reject bad settings before any episode runs
+    return grids, fixed
 
 
 def cmd_eval(args):
+    from evor.sweep import sweep
     from evor.train import load_run
 
     run = load_run(args.run_dir, step=args.step)
-    if args.episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}.")
-    grids = {flag: getattr(args, flag) for flag in _GRID_FLAGS if getattr(args, flag) is not None}
-    fixed = {k: v for k, v in dict(selection=args.selection, ensemble=args.ensemble).items() if v is not None}
-    for values in itertools.product(*grids.values()):  # reject bad settings before any episode runs
-        run.settings(**fixed, **dict(zip(grids, values)))
+    grids, fixed = _grid_from_args(args, run)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
-    evaluate_grid(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
+    sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
     print(f"results: {out}")
+
+
+def cmd_sweep(args):
+    from evor.sweep import sweep
+    from evor.train import load_run
+
+    run = load_run(args.run_dir, step=args.step)
+    if args.num_candidates is None and hasattr(run.agent.Settings, "num_candidates"):
+        args.num_candidates = SWEEP_NUM_CANDIDATES
+    grids, fixed = _grid_from_args(args, run)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "sweep.json"
+    sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
+    print(f"results: {out}")
+
+
+SWEEP_NUM_CANDIDATES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 # Sized for ~15 minutes on 2 CPU cores including installation: 100 generated episodes (~1.5 min),
@@ -175,7 +187,9 @@ def cmd_quickstart(args):
           f"(N = 1 is a plain behaviour-policy sample)", flush=True)
     out_file = run_dir / "quickstart_eval.json"
     out_file.unlink(missing_ok=True)
-    results = evaluate_grid(run, {"num_candidates": QUICKSTART["candidates"]}, {}, eval_episodes, 0, out_file)
+    from evor.sweep import sweep
+
+    results = sweep(run, {"num_candidates": QUICKSTART["candidates"]}, {}, eval_episodes, 0, out_file)
     print("\n  N    success")
     for r in results:
         print(f"  {r['settings']['num_candidates']:<4d} {r['success_rate']:.2f}")

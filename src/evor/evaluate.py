@@ -1,79 +1,213 @@
-"""Evaluate a policy on an OGBench single-task environment.
+"""Evaluate a policy on an OGBench single-task environment, many episodes at once.
 
-Episodes run in lockstep on a small pool of environments so the policy is called once per step for
-the whole pool (one batched, jitted call instead of one per episode). Episode i always starts from
-`env.reset(seed=seed + i)`.
+Episodes run in lockstep on a pool of P environments, so the policy is called once per step for the
+whole pool (one batched, jitted call for all envs x candidates x return samples instead of one per
+episode). With `workers` > 0 the environments live in that many worker processes and step in parallel.
+
+Results do not depend on the pool size or the number of workers: episode i always starts from
+`env.reset(seed=seed + i)`, and its k-th policy call uses the key fold_in(fold_in(PRNGKey(seed), i), k),
+whatever else is in the batch. Sequential evaluation is the special case P = 1, no workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
 import time
 from typing import Callable
 
 import jax
 import numpy as np
 
+from evor.errors import EvorError
 from evor.progress import progress_bar
 
-PolicyFn = Callable[[np.ndarray, jax.Array], np.ndarray]  # (obs batch (P, d), key) -> actions (P, a)
+# (obs batch (P, d), one key per row (P, 2)) -> actions (P, h * action_dim)
+PolicyFn = Callable[[np.ndarray, jax.Array], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class OGBenchEnv:
+    """A picklable environment factory (worker processes build their own environments from it)."""
+
+    env_name: str
+    success_timing: str = "post"
+
+    def __call__(self):
+        import gymnasium
+        import ogbench  # noqa: F401  (registers the environments)
+
+        return gymnasium.make(self.env_name, success_timing=self.success_timing)
+
+
+def _worker(connection, make_env, count: int):
+    """Hold `count` environments; answer ('reset', [(i, seed)]) and ('step', [(i, action)]) messages."""
+    envs = [make_env() for _ in range(count)]
+    try:
+        while True:
+            command, payload = connection.recv()
+            if command == "reset":
+                connection.send([envs[i].reset(seed=seed)[0] for i, seed in payload])
+            elif command == "step":
+                out = []
+                for i, action in payload:
+                    ob, reward, terminated, truncated, info = envs[i].step(action)
+                    out.append((ob, float(reward), bool(terminated or truncated), float(info.get("success", 0.0))))
+                connection.send(out)
+            else:
+                break
+    finally:
+        for env in envs:
+            env.close()
+        connection.close()
+
+
+class EnvPool:
+    """P environments, in this process (workers = 0) or spread over worker processes.
+
+    reset/step take {slot: argument} and return {slot: result}; with workers, every worker gets its
+    message before any answer is read, so the workers step their environments in parallel.
+    """
+
+    def __init__(self, make_env, size: int, workers: int = 0):
+        self.size = size
+        self.workers = min(workers, size)
+        if self.workers == 0:
+            self.envs = [make_env() for _ in range(size)]
+            return
+        # Slot s lives in worker s % W at local index s // W. Spawn, not fork: the parent holds JAX
+        # and possibly MuJoCo/EGL state that must not be forked.
+        context = multiprocessing.get_context("spawn")
+        self.connections, self.processes = [], []
+        for w in range(self.workers):
+            parent, child = context.Pipe()
+            count = len(range(w, size, self.workers))
+            process = context.Process(target=_worker, args=(child, make_env, count), daemon=True)
+            process.start()
+            child.close()
+            self.connections.append(parent)
+            self.processes.append(process)
+
+    def _exchange(self, command: str, requests: dict) -> dict:
+        by_worker: dict[int, list] = {}
+        for slot, argument in requests.items():
+            by_worker.setdefault(slot % self.workers, []).append((slot, argument))
+        for w, items in by_worker.items():
+            self.connections[w].send((command, [(slot // self.workers, arg) for slot, arg in items]))
+        answers = {}
+        for w, items in by_worker.items():
+            try:
+                replies = self.connections[w].recv()
+            except EOFError:
+                raise EvorError(f"evaluation worker {w} died (exit code {self.processes[w].exitcode}).") from None
+            answers.update({slot: reply for (slot, _), reply in zip(items, replies)})
+        return answers
+
+    def reset(self, seeds: dict) -> dict:
+        if self.workers == 0:
+            return {slot: self.envs[slot].reset(seed=seed)[0] for slot, seed in seeds.items()}
+        return self._exchange("reset", seeds)
+
+    def step(self, actions: dict) -> dict:
+        if self.workers == 0:
+            out = {}
+            for slot, action in actions.items():
+                ob, reward, terminated, truncated, info = self.envs[slot].step(action)
+                out[slot] = (ob, float(reward), bool(terminated or truncated), float(info.get("success", 0.0)))
+            return out
+        return self._exchange("step", actions)
+
+    def close(self):
+        if self.workers == 0:
+            for env in self.envs:
+                env.close()
+            return
+        for connection in self.connections:
+            try:
+                connection.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+
+
+@jax.jit
+def episode_keys(base_key, episodes, calls):
+    """The key of each row: fold_in(fold_in(base, episode), call index)."""
+    return jax.vmap(lambda e, c: jax.random.fold_in(jax.random.fold_in(base_key, e), c))(episodes, calls)
 
 
 def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episodes: int, seed: int = 0,
-                    pool_size: int = 10, show_progress: bool = False, desc: str = "eval",
+                    pool_size: int = 10, workers: int = 0, show_progress: bool = False, desc: str = "eval",
                     action_horizon: int = 1) -> dict:
     """Success rate and returns over `num_episodes` episodes.
 
     With `action_horizon` h > 1 the policy returns chunks (P, h * action_dim) that are executed
     open-loop: an environment asks for a new chunk only when its current one is used up.
+    `make_env` must be picklable when `workers` > 0 (e.g. an `OGBenchEnv`).
     """
     pool_size = max(1, min(pool_size, num_episodes))
-    envs = [make_env() for _ in range(pool_size)]
-    key = jax.random.PRNGKey(seed)
+    started = time.time()
+    pool = EnvPool(make_env, pool_size, workers)
+    base_key = jax.random.PRNGKey(seed)
     next_episode = 0
     slots: list[dict | None] = [None] * pool_size
     observations = None
     results = []
-    started = time.time()
     num_steps = 0
+    policy_seconds = 0.0
 
-    def start(slot: int):
+    def start(new_slots: list[int]):
         nonlocal next_episode, observations
-        if next_episode >= num_episodes:
-            slots[slot] = None
-            return
-        ob, _ = envs[slot].reset(seed=seed + next_episode)
-        if observations is None:
-            observations = np.zeros((pool_size, np.size(ob)), np.float32)
-        observations[slot] = ob
-        slots[slot] = {"episode": next_episode, "return": 0.0, "length": 0, "queue": []}
-        next_episode += 1
+        seeds = {}
+        for slot in new_slots:
+            if next_episode >= num_episodes:
+                slots[slot] = None
+                continue
+            slots[slot] = {"episode": next_episode, "return": 0.0, "length": 0, "calls": 0, "queue": []}
+            seeds[slot] = seed + next_episode
+            next_episode += 1
+        for slot, ob in pool.reset(seeds).items():
+            if observations is None:
+                observations = np.zeros((pool_size, np.size(ob)), np.float32)
+            observations[slot] = ob
 
-    for slot in range(pool_size):
-        start(slot)
-    with progress_bar(num_episodes, desc, unit="ep", disable=not show_progress) as bar:
-        while any(s is not None for s in slots):
-            if any(r is not None and not r["queue"] for r in slots):
-                key, step_key = jax.random.split(key)
-                chunks = np.asarray(policy(observations, step_key)).reshape(pool_size, action_horizon, -1)
-                for slot, record in enumerate(slots):
-                    if record is not None and not record["queue"]:
-                        record["queue"] = list(chunks[slot])
-            for slot, record in enumerate(slots):
-                if record is None:
-                    continue
-                ob, reward, terminated, truncated, info = envs[slot].step(record["queue"].pop(0))
-                num_steps += 1
-                record["return"] += float(reward)
-                record["length"] += 1
-                observations[slot] = ob
-                if terminated or truncated:
-                    record.pop("queue")
-                    record["success"] = float(info.get("success", 0.0))
-                    results.append(record)
-                    bar.update(1)
-                    start(slot)
-    for env in envs:
-        env.close()
+    try:
+        start(list(range(pool_size)))
+        with progress_bar(num_episodes, desc, unit="ep", disable=not show_progress) as bar:
+            while any(s is not None for s in slots):
+                if any(r is not None and not r["queue"] for r in slots):
+                    episodes = np.array([r["episode"] if r else 0 for r in slots], np.int32)
+                    calls = np.array([r["calls"] if r else 0 for r in slots], np.int32)
+                    tic = time.time()
+                    chunks = np.asarray(policy(observations, episode_keys(base_key, episodes, calls)))
+                    policy_seconds += time.time() - tic
+                    chunks = chunks.reshape(pool_size, action_horizon, -1)
+                    for slot, record in enumerate(slots):
+                        if record is not None and not record["queue"]:
+                            record["queue"] = list(chunks[slot])
+                            record["calls"] += 1
+                actions = {slot: record["queue"].pop(0) for slot, record in enumerate(slots) if record is not None}
+                finished = []
+                for slot, (ob, reward, done, success) in pool.step(actions).items():
+                    record = slots[slot]
+                    num_steps += 1
+                    record["return"] += reward
+                    record["length"] += 1
+                    observations[slot] = ob
+                    if done:
+                        for key in ("queue", "calls"):
+                            record.pop(key)
+                        record["success"] = success
+                        results.append(record)
+                        finished.append(slot)
+                        bar.update(1)
+                if finished:
+                    start(finished)
+    finally:
+        pool.close()
     elapsed = time.time() - started
     results.sort(key=lambda r: r["episode"])
     successes = np.array([r["success"] for r in results])
@@ -86,5 +220,9 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
         "episode_length_mean": float(np.mean([r["length"] for r in results])),
         "seconds": round(elapsed, 2),
         "ms_per_env_step": round(1000 * elapsed / max(num_steps, 1), 3),
+        "policy_ms_per_env_step": round(1000 * policy_seconds / max(num_steps, 1), 3),
+        "pool_size": pool_size,
+        "workers": pool.workers,
         "per_episode_success": successes.tolist(),
+        "per_episode_return": returns.tolist(),
     }

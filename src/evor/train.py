@@ -37,7 +37,7 @@ from evor.data.files import atomic_path, atomic_write_json
 from evor.data.generate import library_versions
 from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError
-from evor.evaluate import evaluate_policy
+from evor.evaluate import OGBenchEnv, evaluate_policy
 from evor.progress import progress_bar
 
 CHECKPOINTS_KEPT = 3
@@ -267,28 +267,46 @@ class Run:
         return settings
 
     def policy(self, settings: InferenceSettings):
-        """(obs batch, key) -> actions, jitted once per setting (the state is an argument, not a constant)."""
+        """(obs batch (B, d), key) -> actions, jitted once per setting (the state is an argument, not a
+        constant). `key` is one key for the batch, or one key per row (B, 2): then each row is acted on
+        as if alone, so a row's action does not depend on what else is in the batch."""
         if settings not in self._compiled:
-            self._compiled[settings] = jax.jit(lambda state, obs, key: self.agent.act(state, obs, key, settings))
+            def act_rows(state, obs, keys):
+                return jax.vmap(lambda o, k: self.agent.act(state, o[None], k, settings)[0])(obs, keys)
+
+            self._compiled[settings] = jax.jit(act_rows)
         act = self._compiled[settings]
-        return lambda obs, key: act(self.state, jnp.asarray(obs, jnp.float32), key)
+
+        def policy(obs, key):
+            obs = jnp.asarray(obs, jnp.float32)
+            keys = key if jnp.ndim(key) == 2 else jax.random.split(key, obs.shape[0])
+            return act(self.state, obs, keys)
+
+        return policy
+
+    def env_factory(self) -> OGBenchEnv:
+        return OGBenchEnv(_env_name(self.config.task), self.config.success_timing)
 
     def make_env(self):
-        import gymnasium
-        import ogbench  # noqa: F401
-
-        env_name = _env_name(self.config.task)
-        return gymnasium.make(env_name, success_timing=self.config.success_timing)
+        return self.env_factory()()
 
     def evaluate(self, settings: InferenceSettings, num_episodes: int, seed: int = 0,
-                 show_progress: bool = False) -> dict:
+                 show_progress: bool = False, pool_size: int = 10, workers: int | None = None) -> dict:
+        """Evaluate in lockstep on `pool_size` environments spread over `workers` processes
+        (default: one per core, at most 2 and never more than the pool)."""
+        if workers is None:
+            workers = default_eval_workers(pool_size)
         label = f"eval N={settings.num_candidates}" if hasattr(settings, "num_candidates") else "eval"
-        result = evaluate_policy(self.make_env, self.policy(settings), num_episodes, seed=seed,
-                                 show_progress=show_progress, desc=label,
+        result = evaluate_policy(self.env_factory(), self.policy(settings), num_episodes, seed=seed,
+                                 pool_size=pool_size, workers=workers, show_progress=show_progress, desc=label,
                                  action_horizon=getattr(self.agent, "action_horizon", 1))
         result["settings"] = dataclasses.asdict(settings)
         result["step"] = self.step
         return result
+
+
+def default_eval_workers(pool_size: int) -> int:
+    return min(len(os.sched_getaffinity(0)), 2, pool_size)
 
 
 def _env_name(task: str) -> str:
@@ -375,7 +393,7 @@ def _unstack(tree, index: int):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def _per_seed(fn, num_seeds: int):
+def per_seed(fn, num_seeds: int):
     """fn over one seed's arguments lifted to seed-stacked arguments and results: vmap for several seeds;
     for one seed the plain function (a size-1 vmap would only add a batch dimension to every matmul)."""
     if num_seeds > 1:
@@ -429,10 +447,10 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
         for run_dir in run_dirs:
             _truncate_metrics(run_dir, step)
 
-    train_chunk = jax.jit(_per_seed(
+    train_chunk = jax.jit(per_seed(
         lambda s, k: agent.train_steps(s, table, k, config.log_every, config.batch_size), num_seeds),
         donate_argnums=(0,))
-    val_losses = jax.jit(_per_seed(lambda s, k: agent.validation_losses(s, val_table, k, config.batch_size),
+    val_losses = jax.jit(per_seed(lambda s, k: agent.validation_losses(s, val_table, k, config.batch_size),
                                    num_seeds))
     split_keys = jax.jit(jax.vmap(jax.random.split))
     params_finite = jax.jit(jax.vmap(

@@ -1,0 +1,59 @@
+"""Milliseconds per action against the number of candidates N and return samples M (EVOR), for one
+observation (a robot acting alone) and for a batch of 10 (lockstep evaluation). The `--baseline`
+row is N = 1 (plain pi_ref): every figure is also printed as a ratio to it.
+
+    python benchmarks/latency.py --preset cpu --num-candidates 1,4,16,64,256 --num-return-samples 1,8,32
+"""
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+
+from _synthetic import OBSERVATION_DIM, PausedJobs, block, make_agent, timed
+from evor.agents.evor import InferenceSettings
+from evor.data.files import atomic_write_json
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--num-candidates", default="1,4,16,64,256")
+    parser.add_argument("--num-return-samples", default="1,8,32")
+    parser.add_argument("--batch", default="1,10")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    agent, _ = make_agent("evor", args.preset)
+    state = agent.init(jax.random.PRNGKey(0))
+    rows = []
+    with PausedJobs(args.pause_pattern):
+        for batch in (int(b) for b in args.batch.split(",")):
+            obs = jax.random.normal(jax.random.PRNGKey(1), (batch, OBSERVATION_DIM))
+            base = None
+            for n in (int(x) for x in args.num_candidates.split(",")):
+                for m in (int(x) for x in args.num_return_samples.split(",")):
+                    if n == 1 and m != 1:
+                        continue  # N = 1 never samples returns
+                    settings = InferenceSettings(num_candidates=n, num_return_samples=m)
+                    act = jax.jit(lambda s, o, k, settings=settings: agent.act(s, o, k, settings))
+                    block(act(state, obs, jax.random.PRNGKey(2)))
+                    ms = 1000 * timed(lambda: block(act(state, obs, jax.random.PRNGKey(3))), args.repeats)
+                    base = ms if n == 1 else base
+                    rows.append({"batch": batch, "N": n, "M": m, "ms_per_call": ms, "ms_per_action": ms / batch,
+                                 "vs_N1": ms / base})
+                    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}),
+                          flush=True)
+    print(f"\npreset {args.preset}, device {jax.devices()[0]}\n\n| batch | N | M | ms per call | ms per action | "
+          f"vs N=1 |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch']} | {r['N']} | {r['M']} | {r['ms_per_call']:.2f} | {r['ms_per_action']:.2f} | "
+              f"{r['vs_N1']:.1f}x |")
+    if args.out:
+        atomic_write_json(args.out, {"preset": args.preset, "device": str(jax.devices()[0]), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Training throughput: fused updates (lax.scan of K updates, batches drawn on the device, donated
+buffers) against the plain loop of the field's reference code (one jitted call per update from Python),
+for EVOR, QC and FQL at the `cpu` and `paper` presets. Also the FLOP/s achieved against the fp32 matmul
+peak measured in the same run (matmul FLOPs per update counted on the jaxpr with loop trip counts; XLA's cost analysis counts a
+loop body once and would undercount the flow integrations).
+
+    python benchmarks/throughput.py --agents evor,qc,fql --presets cpu,paper [--pause-pattern "compare.py --cell"]
+"""
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from _synthetic import PausedJobs, block, make_agent, matmul_flops, synthetic_dataset, timed
+from evor.agents.common import one_update, plain_step_fn
+from evor.data.files import atomic_write_json
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of a large square matmul (what the cores can do at best)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size))
+    f = jax.jit(lambda x, y: x @ y)
+    block(f(a, a))
+    return 2 * size ** 3 / timed(lambda: block(f(a, a)), repeats) / 1e9
+
+
+def flops_per_update(agent, table, state, batch_size) -> float:
+    return matmul_flops(lambda s, k: one_update(agent.update, s, table, k, batch_size, agent.sample),
+                        state, jax.random.PRNGKey(0))
+
+
+def measure(name, preset, dataset, steps: int):
+    agent, batch_size = make_agent(name, preset)
+    table = agent.make_table(dataset)
+    key = jax.random.PRNGKey(1)
+    flops = flops_per_update(agent, table, agent.init(jax.random.PRNGKey(0)), batch_size)
+
+    fused = jax.jit(lambda s, k: agent.train_steps(s, table, k, steps, batch_size), donate_argnums=(0,))
+    state = block(fused(agent.init(jax.random.PRNGKey(0)), key)[0])  # compile + warm up
+    start = jax.random.PRNGKey(2)
+    holder = {"state": state}
+
+    def run_fused():
+        holder["state"], metrics = fused(holder["state"], start)
+        block((holder["state"], metrics))
+
+    fused_seconds = timed(run_fused, 2)
+
+    step = plain_step_fn(agent, table, batch_size)
+    holder["state"] = block(step(holder["state"], key)[0])  # compile + warm up
+
+    def run_plain():
+        for step_key in jax.random.split(start, steps):
+            holder["state"], metrics = step(holder["state"], step_key)
+            float(metrics[next(iter(metrics))])  # the reference loops read a metric every step
+        block(holder["state"])
+
+    plain_seconds = timed(run_plain, 2)
+    return {"agent": name, "preset": preset, "steps": steps, "batch_size": batch_size,
+            "fused_updates_per_second": steps / fused_seconds, "plain_updates_per_second": steps / plain_seconds,
+            "gflop_per_update": None if flops is None else flops / 1e9,
+            "fused_gflops": None if flops is None else flops * steps / fused_seconds / 1e9}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agents", default="evor,qc,fql")
+    parser.add_argument("--presets", default="cpu,paper")
+    parser.add_argument("--steps", default="cpu=100,paper=20", help="updates timed per preset")
+    parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
+    parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    steps = dict((k, int(v)) for k, v in (item.split("=") for item in args.steps.split(",")))
+    dataset = synthetic_dataset()
+    rows = []
+    with PausedJobs(args.pause_pattern):
+        peak = matmul_peak()
+        print(f"fp32 matmul peak (2048^3, {jax.devices()[0].platform}): {peak:.1f} GFLOP/s")
+        for preset in args.presets.split(","):
+            for name in args.agents.split(","):
+                row = measure(name, preset, dataset, steps.get(preset, 50))
+                row["fraction_of_peak"] = None if row["fused_gflops"] is None else row["fused_gflops"] / peak
+                rows.append(row)
+                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}),
+                      flush=True)
+    print(f"\n| agent | preset | GFLOP/update | fused updates/s | plain updates/s | fused/plain | GFLOP/s | of peak "
+          f"({peak:.0f}) |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        gflop = "n/a" if r["gflop_per_update"] is None else f"{r['gflop_per_update']:.2f}"
+        achieved = "n/a" if r["fused_gflops"] is None else f"{r['fused_gflops']:.0f}"
+        fraction = "n/a" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.0f}%"
+        print(f"| {r['agent']} | {r['preset']} | {gflop} | {r['fused_updates_per_second']:.2f} | "
+              f"{r['plain_updates_per_second']:.2f} | "
+              f"{r['fused_updates_per_second'] / r['plain_updates_per_second']:.2f}x | {achieved} | {fraction} |")
+    if args.out:
+        atomic_write_json(args.out, {"matmul_peak_gflops": peak, "device": str(jax.devices()[0]), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

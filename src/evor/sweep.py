@@ -1,0 +1,81 @@
+"""Inference-time compute sweeps: one checkpoint evaluated over a grid of inference settings.
+
+Nothing is retrained: N, M, tau_Q, tau_R and flow steps are evaluation-time settings. For every
+setting the sweep records success, return, and two costs: the policy's milliseconds per env step
+inside the (batched) evaluation, and the latency of one action for one observation, measured on its
+own. Results are written after every setting (atomically), and a re-run skips settings already done
+with the same episodes, seed and checkpoint step, so an interrupted sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from evor.data.files import atomic_write_json
+from evor.errors import EvorError
+
+
+def setting_key(settings, episodes: int, seed: int, step: int) -> str:
+    return json.dumps({"settings": dataclasses.asdict(settings), "episodes": episodes, "seed": seed, "step": step},
+                      sort_keys=True)
+
+
+def single_action_ms(run, settings, repeats: int = 10) -> float:
+    """Median wall milliseconds of one action for one observation (compiled once beforehand)."""
+    policy = run.policy(settings)
+    obs = np.zeros((1, run.agent.observation_dim), np.float32)
+    jax.block_until_ready(policy(obs, jax.random.PRNGKey(0)))
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(policy(obs, jax.random.PRNGKey(i + 1)))
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def grid_settings(run, grids: dict[str, list], fixed: dict) -> list:
+    """Every combination of the grid values, validated before any episode runs."""
+    names = list(grids)
+    return [run.settings(**fixed, **dict(zip(names, values))) for values in itertools.product(*grids.values())]
+
+
+def load_results(out: Path) -> list[dict]:
+    if not out.exists():
+        return []
+    try:
+        return json.loads(out.read_text())["results"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise EvorError(f"{out}: not a results file written by evor (unreadable JSON or no 'results').") from None
+
+
+def sweep(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, out: Path,
+          show_progress: bool = True, latency_repeats: int = 10) -> list[dict]:
+    """Evaluate every setting of the grid on one checkpoint; skip settings already in `out`."""
+    results = load_results(out)
+    done = {r.get("key") for r in results}
+    todo = grid_settings(run, grids, fixed)
+    for index, settings in enumerate(todo):
+        key = setting_key(settings, episodes, seed, run.step)
+        label = ", ".join(f"{n}={getattr(settings, n)}" for n in grids) or "defaults"
+        if key in done:
+            print(f"[{index + 1}/{len(todo)}] {label}: already done, skipped", flush=True)
+            continue
+        result = run.evaluate(settings, episodes, seed=seed, show_progress=show_progress)
+        result["key"] = key
+        result["seed"] = seed
+        result["single_action_ms"] = single_action_ms(run, settings, latency_repeats)
+        results.append(result)
+        done.add(key)
+        print(f"[{index + 1}/{len(todo)}] {label}: success {result['success_rate']:.3f}  "
+              f"return {result['return_mean']:.1f}  {result['single_action_ms']:.2f} ms/action  "
+              f"({result['seconds']:.0f}s)", flush=True)
+        atomic_write_json(out, {"run_dir": str(run.run_dir), "task": run.config.task, "agent": run.config.agent_name,
+                                "step": run.step, "results": results})
+    return results
