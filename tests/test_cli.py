@@ -121,3 +121,32 @@ def test_sweep_rejects_a_damaged_results_file(tiny_run, tmp_path):
     (tmp_path / "sweep.json").write_text("{not json")
     code, _, err = run_cli("sweep", str(tiny_run), "--episodes", "1", "--out", str(tmp_path / "sweep.json"))
     assert code == 2 and "not a results file" in err and "Traceback" not in err
+
+
+def test_diagnose_scores_the_return_distribution_of_a_run(tiny_run, tmp_path):
+    import json
+
+    out = tmp_path / "diag.json"
+    code, text, err = run_cli("diagnose", str(tiny_run), "--transitions", "64", "--samples", "8", "--episodes", "2",
+                              "--max-tail", "1", "--out", str(out), timeout=300)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    v = report["validation"]
+    assert v["transitions"] == 64 and v["samples_per_transition"] == 16  # 8 samples x 2 ensemble members
+    assert abs(sum(v["pit_histogram"]) - 1) < 1e-9 and set(v["coverage"]) == {"50", "80", "90"}
+    init = report["initial_states"]
+    assert len(init["per_episode_predicted"]) == len(init["per_episode_achieved"]) == 2
+    assert "PIT histogram" in text
+
+
+def test_diagnose_rejects_a_baseline_run(tmp_path_factory):
+    from evor.data.generate import generate_dataset
+    from evor.train import make_config, train
+
+    base = tmp_path_factory.mktemp("diag")
+    generate_dataset("cube-single-play-v0", out_dir=base / "data", episodes=1, workers=1, show_progress=False)
+    config = make_config("tiny", task="cube-single-play-singletask-task1-v0", data_dir=str(base / "data"),
+                         eval_every=0, agent_name="ifql", total_steps=50, log_every=50, checkpoint_every=50)
+    train(config, base / "run", show_progress=False)
+    code, _, err = run_cli("diagnose", str(base / "run"), "--episodes", "0")
+    assert code == 2 and "needs a return-distribution agent" in err and "Traceback" not in err

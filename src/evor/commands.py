@@ -44,6 +44,19 @@ def add_commands(sub, int_list, float_list):
     _add_grid_arguments(sw, int_list, float_list, "sweep.json")
     sw.set_defaults(func=cmd_sweep)
 
+    dg = sub.add_parser("diagnose", help="calibration of an EVOR run's return distribution against the "
+                                         "validation data's Monte-Carlo returns; Q* at initial states")
+    dg.add_argument("run_dir")
+    dg.add_argument("--transitions", type=int, default=2000, help="validation transitions scored")
+    dg.add_argument("--samples", type=int, default=64, help="return samples per transition and ensemble member")
+    dg.add_argument("--max-tail", type=float, default=0.01,
+                    help="use transitions whose unknown return tail weighs at most this (gamma^K at a cut-off)")
+    dg.add_argument("--episodes", type=int, default=20, help="episodes for Q* at initial states (0: skip)")
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--step", type=int, default=None)
+    dg.add_argument("--out", default=None, help="default RUN_DIR/diagnostics.json")
+    dg.set_defaults(func=cmd_diagnose)
+
     qs = sub.add_parser("quickstart", help="generate a small dataset, train EVOR, show success vs candidates N")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--episodes", type=int, default=None, help="training episodes to generate")
@@ -149,6 +162,34 @@ def cmd_sweep(args):
     grids, fixed = _grid_from_args(args, run)
     out = Path(args.out) if args.out else Path(args.run_dir) / "sweep.json"
     sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
+    print(f"results: {out}")
+
+
+def cmd_diagnose(args):
+    from evor.data.files import atomic_write_json
+    from evor.diagnostics import diagnose
+    from evor.train import load_run
+
+    for name in ("transitions", "samples"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.episodes < 0 or not 0 <= args.max_tail <= 1:
+        raise ConfigError("--episodes must be >= 0 and --max-tail in [0, 1].")
+    run = load_run(args.run_dir, step=args.step)
+    report = diagnose(run, args.transitions, args.samples, args.max_tail, args.seed, args.episodes)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "diagnostics.json"
+    atomic_write_json(out, report)
+    v = report["validation"]
+    print(f"{report['task']} step {report['step']}: {v['transitions']} validation transitions x "
+          f"{v['samples_per_transition']} samples")
+    print("  PIT histogram (flat = " + f"{1 / len(v['pit_histogram']):.2f}" + "): "
+          + " ".join(f"{h:.2f}" for h in v["pit_histogram"]))
+    print("  coverage of central intervals: " + ", ".join(f"{k}% -> {100 * c:.1f}%" for k, c in v["coverage"].items()))
+    print(f"  CRPS {v['crps']:.3f}  bias {v['bias']:+.3f}  model std per (s, a) {v['model_std_mean']:.2f}")
+    if "initial_states" in report:
+        s = report["initial_states"]
+        print(f"  initial states ({s['episodes']} episodes): predicted Q* {s['predicted_q_star_mean']:.2f}, "
+              f"achieved discounted return {s['achieved_discounted_return_mean']:.2f}, success {s['success_rate']:.2f}")
     print(f"results: {out}")
 
 

@@ -141,8 +141,8 @@ def episode_keys(base_key, episodes, calls):
 
 def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episodes: int, seed: int = 0,
                     pool_size: int = 10, workers: int = 0, show_progress: bool = False, desc: str = "eval",
-                    action_horizon: int = 1) -> dict:
-    """Success rate and returns over `num_episodes` episodes.
+                    action_horizon: int = 1, discount: float | None = None) -> dict:
+    """Success rate and returns over `num_episodes` episodes (also discounted returns with `discount`).
 
     With `action_horizon` h > 1 the policy returns chunks (P, h * action_dim) that are executed
     open-loop: an environment asks for a new chunk only when its current one is used up.
@@ -166,7 +166,8 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
             if next_episode >= num_episodes:
                 slots[slot] = None
                 continue
-            slots[slot] = {"episode": next_episode, "return": 0.0, "length": 0, "calls": 0, "queue": []}
+            slots[slot] = {"episode": next_episode, "return": 0.0, "discounted_return": 0.0, "length": 0,
+                           "calls": 0, "queue": []}
             seeds[slot] = seed + next_episode
             next_episode += 1
         for slot, ob in pool.reset(seeds).items():
@@ -195,6 +196,8 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                     record = slots[slot]
                     num_steps += 1
                     record["return"] += reward
+                    if discount is not None:
+                        record["discounted_return"] += discount ** record["length"] * reward
                     record["length"] += 1
                     observations[slot] = ob
                     if done:
@@ -212,7 +215,7 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
     results.sort(key=lambda r: r["episode"])
     successes = np.array([r["success"] for r in results])
     returns = np.array([r["return"] for r in results])
-    return {
+    out = {
         "episodes": num_episodes,
         "success_rate": float(successes.mean()),
         "return_mean": float(returns.mean()),
@@ -226,3 +229,7 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
         "per_episode_success": successes.tolist(),
         "per_episode_return": returns.tolist(),
     }
+    if discount is not None:
+        out["discount"] = discount
+        out["per_episode_discounted_return"] = [r["discounted_return"] for r in results]
+    return out

@@ -291,7 +291,8 @@ class Run:
         return self.env_factory()()
 
     def evaluate(self, settings: InferenceSettings, num_episodes: int, seed: int = 0,
-                 show_progress: bool = False, pool_size: int = 10, workers: int | None = None) -> dict:
+                 show_progress: bool = False, pool_size: int = 10, workers: int | None = None,
+                 discount: float | None = None) -> dict:
         """Evaluate in lockstep on `pool_size` environments spread over `workers` processes
         (default: one per core, at most 2 and never more than the pool)."""
         if workers is None:
@@ -299,7 +300,7 @@ class Run:
         label = f"eval N={settings.num_candidates}" if hasattr(settings, "num_candidates") else "eval"
         result = evaluate_policy(self.env_factory(), self.policy(settings), num_episodes, seed=seed,
                                  pool_size=pool_size, workers=workers, show_progress=show_progress, desc=label,
-                                 action_horizon=getattr(self.agent, "action_horizon", 1))
+                                 action_horizon=getattr(self.agent, "action_horizon", 1), discount=discount)
         result["settings"] = dataclasses.asdict(settings)
         result["step"] = self.step
         return result

@@ -1,0 +1,170 @@
+"""Is the learned return distribution right? Diagnostics against the dataset's own returns.
+
+Z(s, a) models the returns of the behaviour policy, and the validation split holds trajectories of
+that policy, so each validation transition's discounted Monte-Carlo return-to-go G is one draw from
+the true Z(s, a). With K samples from the learned Z at the same (s, a):
+
+  PIT       u = P_model(Z < G) (ties broken at random). Calibrated: u ~ Uniform(0, 1), a flat
+            histogram. Too narrow (overconfident): mass piles up at 0 and 1 (U shape). Biased: a slope.
+  coverage  how often G falls inside the model's central c-interval, for c in 50/80/90%; calibrated
+            models cover c of the time, overconfident ones less.
+  CRPS      E|X - G| - E|X - X'| / 2, a proper score in return units (lower is better); it is the
+            mean absolute error for a point mass and rewards a correct spread.
+  bias      mean over transitions of (model mean - G).
+
+Only transitions whose return-to-go is known to within `max_tail` of discount weight are used:
+a trajectory cut off by the dataset's episode length leaves an unknown tail (its bootstrap weight
+gamma^K), and a terminal leaves none.
+
+Caveat: OGBench data comes from scripted oracles with internal plan state, so "the behaviour policy"
+is not exactly Markov in s; some miscalibration may be the data's, not the model's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from evor.data.targets import multistep_targets
+from evor.errors import EvorError
+
+COVERAGE_LEVELS = (0.5, 0.8, 0.9)
+PIT_BINS = 10
+
+
+def probability_integral_transform(samples: np.ndarray, observed: np.ndarray, rng: np.random.Generator):
+    """u_i = (#{x < g} + U * #{x == g}) / K for model samples (n, K) and observations (n,)."""
+    samples = np.asarray(samples, np.float64)
+    observed = np.asarray(observed, np.float64)[:, None]
+    below = (samples < observed).sum(axis=1)
+    ties = (samples == observed).sum(axis=1)
+    return (below + rng.uniform(size=len(below)) * ties) / samples.shape[1]
+
+
+def crps(samples: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Sample CRPS per row: mean|X - g| - mean|X - X'| / 2 (the O(K log K) sorted form of the second term)."""
+    samples = np.sort(np.asarray(samples, np.float64), axis=1)
+    k = samples.shape[1]
+    first = np.abs(samples - np.asarray(observed, np.float64)[:, None]).mean(axis=1)
+    # sum_{i<j} (x_j - x_i) over sorted x = sum_i x_i (2i - k + 1); E|X - X'| = 2 * that / k^2.
+    weights = 2 * np.arange(k) - k + 1
+    pair_mean = 2 * (samples * weights).sum(axis=1) / k ** 2
+    return first - pair_mean / 2
+
+
+def distribution_scores(samples: np.ndarray, observed: np.ndarray, seed: int = 0) -> dict:
+    """All diagnostics of model samples (n, K) against observed returns (n,)."""
+    samples = np.asarray(samples, np.float64)
+    observed = np.asarray(observed, np.float64)
+    if samples.ndim != 2 or observed.shape != samples.shape[:1]:
+        raise ValueError(f"samples must be (n, K) and observed (n,), got {samples.shape} and {observed.shape}")
+    rng = np.random.default_rng(seed)
+    pit = probability_integral_transform(samples, observed, rng)
+    histogram = np.histogram(pit, bins=PIT_BINS, range=(0.0, 1.0))[0] / len(pit)
+    coverage = {}
+    for level in COVERAGE_LEVELS:
+        low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        coverage[f"{int(level * 100)}"] = float(np.mean((observed >= low) & (observed <= high)))
+    sorted_pit = np.sort(pit)
+    uniform = np.arange(1, len(pit) + 1) / len(pit)
+    return {
+        "transitions": int(len(observed)),
+        "samples_per_transition": int(samples.shape[1]),
+        "pit_histogram": histogram.tolist(),  # fraction per bin; flat = 1 / bins each
+        "pit_ks": float(np.max(np.maximum(uniform - sorted_pit, sorted_pit - (uniform - 1 / len(pit))))),
+        "pit_tails": float(np.mean((pit < 0.05) | (pit > 0.95))),  # calibrated: 0.10
+        "coverage": coverage,
+        "crps": float(np.mean(crps(samples, observed))),
+        "bias": float(np.mean(samples.mean(axis=1) - observed)),
+        "model_std_mean": float(np.mean(samples.std(axis=1))),  # spread the model gives one (s, a)
+        "observed_mean": float(observed.mean()),
+        "model_mean": float(samples.mean()),
+    }
+
+
+def monte_carlo_rows(dataset, discount: float, max_tail: float = 0.01):
+    """(rows, returns-to-go) of the transitions whose return-to-go is known up to `max_tail` weight."""
+    targets = multistep_targets(dataset, discount, horizon=0)
+    rows = np.flatnonzero(targets.bootstrap_discounts <= max_tail)
+    return rows, targets.partial_returns[rows]
+
+
+def return_samples(run, observations, actions, num_samples: int, key, batch: int = 256,
+                   flow_steps: int | None = None, integrator: str | None = None) -> np.ndarray:
+    """(n, E * num_samples) raw-scale samples of Z(s, a) from every ensemble member."""
+    agent = run.agent
+    settings = run.settings()
+    steps = flow_steps or settings.return_flow_steps
+    method = integrator or settings.integrator
+
+    @jax.jit
+    def sample(obs, act, k):
+        obs_k = jnp.broadcast_to(obs[:, None], (obs.shape[0], num_samples, obs.shape[-1]))
+        act_k = jnp.broadcast_to(act[:, None], (act.shape[0], num_samples, act.shape[-1]))
+        unit = agent.sample_returns(run.state["return_flow"], obs_k, act_k, k, steps, method)[..., 0]  # (E, b, K)
+        return agent.return_scale.from_unit(jnp.moveaxis(unit, 0, 1).reshape(obs.shape[0], -1))
+
+    out = []
+    for start in range(0, len(observations), batch):
+        key, batch_key = jax.random.split(key)
+        obs = jnp.asarray(observations[start:start + batch])
+        act = jnp.asarray(actions[start:start + batch])
+        pad = batch - len(obs)  # keep one compiled shape
+        if pad:
+            obs = jnp.concatenate([obs, jnp.zeros((pad, obs.shape[1]))])
+            act = jnp.concatenate([act, jnp.zeros((pad, act.shape[1]))])
+        out.append(np.asarray(sample(obs, act, batch_key))[:batch - pad])
+    return np.concatenate(out)
+
+
+def initial_state_values(run, episodes: int, seed: int) -> dict:
+    """Predicted Q*(s0, a0) at the first action the policy takes vs the discounted return it then gets.
+
+    a0 is reproduced exactly: evaluation's first policy call for episode i uses key
+    fold_in(fold_in(PRNGKey(seed), i), 0), and so do we here.
+    """
+    from evor.evaluate import episode_keys
+
+    settings = run.settings()
+    env = run.make_env()
+    obs0 = np.stack([env.reset(seed=seed + i)[0] for i in range(episodes)]).astype(np.float32)
+    env.close()
+    keys = episode_keys(jax.random.PRNGKey(seed), jnp.arange(episodes, dtype=jnp.int32),
+                        jnp.zeros(episodes, jnp.int32))
+    actions = run.policy(settings)(obs0, keys)
+    unit = run.agent.q_star(run.state, jnp.asarray(obs0), actions, jax.random.PRNGKey(seed + 1), settings)
+    predicted = np.asarray(run.agent.return_scale.from_unit(unit))
+    result = run.evaluate(settings, episodes, seed=seed, discount=run.agent.config.discount)
+    achieved = np.asarray(result["per_episode_discounted_return"])
+    return {"episodes": episodes, "settings": dataclasses.asdict(settings),
+            "predicted_q_star_mean": float(predicted.mean()), "achieved_discounted_return_mean": float(achieved.mean()),
+            "error_mean": float((predicted - achieved).mean()), "success_rate": result["success_rate"],
+            "per_episode_predicted": predicted.tolist(), "per_episode_achieved": achieved.tolist()}
+
+
+def diagnose(run, num_transitions: int = 2000, num_samples: int = 64, max_tail: float = 0.01, seed: int = 0,
+             initial_episodes: int = 20) -> dict:
+    """Calibration of Z on the run's validation split, and Q* at initial states vs evaluated returns."""
+    if not hasattr(run.agent, "sample_returns"):
+        raise EvorError(f"diagnose needs a return-distribution agent (evor); {run.run_dir} is "
+                        f"'{run.config.agent_name}'.")
+    from evor.data.dataset import load_task
+
+    _, _, val = load_task(run.config.task, data_dir=run.config.data_dir, env=False)
+    discount = run.agent.config.discount
+    rows, returns = monte_carlo_rows(val, discount, max_tail)
+    if len(rows) == 0:
+        raise EvorError(f"No validation transition of {run.config.task} has a return-to-go known to within "
+                        f"{max_tail} of discount weight (trajectories too short for gamma = {discount}).")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(rows), size=min(num_transitions, len(rows)), replace=False))
+    rows, returns = rows[pick], returns[pick]
+    samples = return_samples(run, val.observations[rows], val.actions[rows], num_samples, jax.random.PRNGKey(seed))
+    report = {"task": run.config.task, "step": run.step, "discount": discount, "max_tail": max_tail,
+              "validation": distribution_scores(samples, returns, seed)}
+    if initial_episodes:
+        report["initial_states"] = initial_state_values(run, initial_episodes, seed=30_000 + seed)
+    return report

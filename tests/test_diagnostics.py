@@ -1,0 +1,78 @@
+"""Return-distribution diagnostics on synthetic models whose calibration is known."""
+
+import math
+
+import numpy as np
+import pytest
+
+from evor.data.dataset import Dataset
+from evor.diagnostics import crps, distribution_scores, monte_carlo_rows
+
+
+def _normal_cdf(x):
+    return 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def test_crps_matches_the_pairwise_definition_and_the_normal_closed_form():
+    rng = np.random.default_rng(0)
+    samples, observed = rng.normal(size=(5, 7)), rng.normal(size=5)
+    brute = [np.abs(s - g).mean() - np.abs(s[:, None] - s[None, :]).mean() / 2 for s, g in zip(samples, observed)]
+    np.testing.assert_allclose(crps(samples, observed), brute, rtol=1e-12, atol=1e-12)
+    # CRPS(N(0, 1), y) = y (2 Phi(y) - 1) + 2 phi(y) - 1 / sqrt(pi)  (Gneiting & Raftery 2007)
+    y = np.array([-1.5, 0.0, 0.7, 2.0])
+    exact = y * (2 * _normal_cdf(y) - 1) + 2 * np.exp(-y ** 2 / 2) / np.sqrt(2 * np.pi) - 1 / np.sqrt(np.pi)
+    big = np.sort(rng.normal(size=20_000))
+    np.testing.assert_allclose(crps(np.tile(big, (4, 1)), y), exact, atol=0.01)
+    # A point mass scores its absolute error.
+    np.testing.assert_allclose(crps(np.full((1, 9), 2.0), np.array([5.0])), [3.0])
+
+
+def _synthetic(spread: float, bias: float = 0.0, n: int = 3000, k: int = 200, seed: int = 1):
+    """Observed G_i ~ N(mu_i, sigma_i); model samples ~ N(mu_i + bias, spread * sigma_i)."""
+    rng = np.random.default_rng(seed)
+    mu, sigma = rng.uniform(-50, -5, n), rng.uniform(1, 8, n)
+    observed = rng.normal(mu, sigma)
+    samples = rng.normal((mu + bias)[:, None], (spread * sigma)[:, None], size=(n, k))
+    return samples, observed
+
+
+def test_a_calibrated_model_has_a_flat_pit_and_nominal_coverage():
+    scores = distribution_scores(*_synthetic(spread=1.0))
+    assert np.all(np.abs(np.array(scores["pit_histogram"]) - 0.1) < 0.025), scores["pit_histogram"]
+    assert scores["pit_ks"] < 0.04
+    for level, covered in scores["coverage"].items():
+        assert abs(covered - int(level) / 100) < 0.03, (level, covered)
+    assert abs(scores["pit_tails"] - 0.10) < 0.025
+    assert abs(scores["bias"]) < 0.3
+
+
+def test_an_overconfident_model_is_detected():
+    calibrated = distribution_scores(*_synthetic(spread=1.0))
+    narrow = distribution_scores(*_synthetic(spread=0.4))
+    histogram = np.array(narrow["pit_histogram"])
+    assert histogram[0] > 2 * histogram[4:6].mean() and histogram[-1] > 2 * histogram[4:6].mean()  # U shape
+    assert narrow["coverage"]["90"] < 0.55 and narrow["pit_tails"] > 0.35
+    assert narrow["pit_ks"] > 0.1
+    assert narrow["crps"] > calibrated["crps"]  # a proper score prefers the right spread
+
+
+def test_a_biased_model_shows_a_pit_slope_and_a_bias():
+    scores = distribution_scores(*_synthetic(spread=1.0, bias=3.0))
+    histogram = np.array(scores["pit_histogram"])
+    assert histogram[:3].sum() > 2 * histogram[-3:].sum()  # the model sits too high: G falls low in it
+    assert scores["bias"] == pytest.approx(3.0, abs=0.3)
+
+
+def test_monte_carlo_rows_keep_returns_known_to_within_the_tail_weight():
+    # Episode A: 3 steps ending in a termination (mask 0) -> every return-to-go is exact.
+    # Episode B: 3 steps cut off (end without termination) -> tails gamma^3, gamma^2, gamma^1.
+    rewards = np.array([1, 2, 3, 1, 1, 1], np.float32)
+    masks = np.array([1, 1, 0, 1, 1, 1], np.float32)
+    ends = np.array([0, 0, 1, 0, 0, 1], np.float32)
+    obs = np.arange(12, dtype=np.float32).reshape(6, 2)
+    data = Dataset.from_arrays("hand", observations=obs, next_observations=obs + 1, actions=np.zeros((6, 1)),
+                               rewards=rewards, masks=masks, ends=ends)
+    rows, returns = monte_carlo_rows(data, discount=0.5, max_tail=0.2)
+    # Tails: A all 0; B 0.125, 0.25, 0.5 -> only B's first row passes 0.2.
+    np.testing.assert_array_equal(rows, [0, 1, 2, 3])
+    np.testing.assert_allclose(returns, [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3, 1 + 0.5 + 0.25])
