@@ -64,6 +64,8 @@ class PausedJobs:
         self.pattern, self.pids = pattern, []
 
     def __enter__(self):
+        # A benchmark killed with SIGTERM must still resume the paused jobs: turn it into SystemExit.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
         if self.pattern:
             out = subprocess.run(["pgrep", "-f", self.pattern], capture_output=True, text=True).stdout
             self.pids = [int(p) for p in out.split() if int(p) != os.getpid() and not self._is_us(int(p))]

@@ -1,5 +1,6 @@
 """Milliseconds per action against the number of candidates N and return samples M (EVOR), for one
-observation (a robot acting alone) and for a batch of 10 (lockstep evaluation). The `--baseline`
+observation (a robot acting alone) and for a batch of 10 (lockstep evaluation), through the same
+jitted policy that evaluation uses (`Run.policy`: each row acted on with its own key). The baseline
 row is N = 1 (plain pi_ref): every figure is also printed as a ratio to it.
 
     python benchmarks/latency.py --preset cpu --num-candidates 1,4,16,64,256 --num-return-samples 1,8,32
@@ -9,11 +10,10 @@ import argparse
 import json
 
 import jax
-import jax.numpy as jnp
 
 from _synthetic import OBSERVATION_DIM, PausedJobs, block, make_agent, timed
-from evor.agents.evor import InferenceSettings
 from evor.data.files import atomic_write_json
+from evor.train import Run, make_config
 
 
 def main():
@@ -22,12 +22,12 @@ def main():
     parser.add_argument("--num-candidates", default="1,4,16,64,256")
     parser.add_argument("--num-return-samples", default="1,8,32")
     parser.add_argument("--batch", default="1,10")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     agent, _ = make_agent("evor", args.preset)
-    state = agent.init(jax.random.PRNGKey(0))
+    run = Run(None, make_config(args.preset), agent, agent.init(jax.random.PRNGKey(0)), 0)
     rows = []
     with PausedJobs(args.pause_pattern):
         for batch in (int(b) for b in args.batch.split(",")):
@@ -37,10 +37,9 @@ def main():
                 for m in (int(x) for x in args.num_return_samples.split(",")):
                     if n == 1 and m != 1:
                         continue  # N = 1 never samples returns
-                    settings = InferenceSettings(num_candidates=n, num_return_samples=m)
-                    act = jax.jit(lambda s, o, k, settings=settings: agent.act(s, o, k, settings))
-                    block(act(state, obs, jax.random.PRNGKey(2)))
-                    ms = 1000 * timed(lambda: block(act(state, obs, jax.random.PRNGKey(3))), args.repeats)
+                    act = run.policy(run.settings(num_candidates=n, num_return_samples=m))
+                    block(act(obs, jax.random.PRNGKey(2)))
+                    ms = 1000 * timed(lambda: block(act(obs, jax.random.PRNGKey(3))), args.repeats)
                     base = ms if n == 1 else base
                     rows.append({"batch": batch, "N": n, "M": m, "ms_per_call": ms, "ms_per_action": ms / batch,
                                  "vs_N1": ms / base})

@@ -1,7 +1,7 @@
-"""Total training throughput for S seeds vmapped in one process (S = 1, 4, 8), the way
-`evor train --seeds` runs them, against one seed alone measured in the same run.
+"""Total training throughput for S seeds in one process (S = 1, 4, 8), the way `evor train --seeds`
+runs them, vmapped and mapped (see evor.train.seed_mode), against one seed alone measured in the same run.
 
-    python benchmarks/seeds.py --agent evor --preset cpu --seeds 1,4,8
+    python benchmarks/seeds.py --agent evor --preset cpu --seeds 1,4,8 --modes vmap,map
 """
 
 import argparse
@@ -20,6 +20,7 @@ def main():
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--seeds", default="1,4,8")
     parser.add_argument("--steps", type=int, default=50, help="updates per timed call")
+    parser.add_argument("--modes", default="vmap,map")
     parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -27,10 +28,12 @@ def main():
     table = agent.make_table(synthetic_dataset())
     rows = []
     with PausedJobs(args.pause_pattern):
-        for num in (int(s) for s in args.seeds.split(",")):
+        for mode, num in [(m, int(s)) for m in args.modes.split(",") for s in args.seeds.split(",")]:
+            if num == 1 and rows:
+                continue  # one seed runs the same program in every mode
             keys = jax.random.split(jax.random.PRNGKey(0), num)
             state = jax.vmap(agent.init)(keys)
-            step = jax.jit(per_seed(lambda s, k: agent.train_steps(s, table, k, args.steps, batch_size), num),
+            step = jax.jit(per_seed(lambda s, k: agent.train_steps(s, table, k, args.steps, batch_size), num, mode),
                            donate_argnums=(0,))
             holder = {"state": block(step(state, keys)[0])}
 
@@ -39,14 +42,14 @@ def main():
                 block((holder["state"], metrics))
 
             seconds = timed(run, 3)
-            rows.append({"seeds": num, "total_updates_per_second": num * args.steps / seconds,
+            rows.append({"mode": mode if num > 1 else "-", "seeds": num, "total_updates_per_second": num * args.steps / seconds,
                          "per_seed_updates_per_second": args.steps / seconds})
             rows[-1]["vs_one_seed"] = rows[-1]["total_updates_per_second"] / rows[0]["total_updates_per_second"]
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()}), flush=True)
-    print(f"\n{args.agent} at preset {args.preset}, device {jax.devices()[0]}\n\n| seeds | total updates/s | "
-          f"per seed | vs 1 seed |\n|---|---|---|---|")
+    print(f"\n{args.agent} at preset {args.preset}, device {jax.devices()[0]}\n\n| mode | seeds | total updates/s | "
+          f"per seed | vs 1 seed |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['seeds']} | {r['total_updates_per_second']:.1f} | {r['per_seed_updates_per_second']:.1f} | "
+        print(f"| {r['mode']} | {r['seeds']} | {r['total_updates_per_second']:.1f} | {r['per_seed_updates_per_second']:.1f} | "
               f"{r['vs_one_seed']:.2f}x |")
     if args.out:
         atomic_write_json(args.out, {"agent": args.agent, "preset": args.preset, "rows": rows})

@@ -11,8 +11,6 @@ import argparse
 import json
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from _synthetic import PausedJobs, block, make_agent, matmul_flops, synthetic_dataset, timed
 from evor.agents.common import one_update, plain_step_fn

@@ -26,6 +26,9 @@ def add_commands(sub, int_list, float_list):
     train.add_argument("--seeds", type=int_list, default=None,
                        help="several seeds trained together in one process (vmapped), e.g. 0,1,2,3; "
                             "each gets its own run directory (--run-dir becomes their parent)")
+    train.add_argument("--seed-mode", default="auto", choices=["auto", "vmap", "map"],
+                       help="with --seeds: batch seeds (vmap, best on GPU) or run them in turn inside one "
+                            "compiled call (map, best on CPU); auto picks by device")
     train.add_argument("--steps", type=int, default=None, help="total gradient steps")
     train.add_argument("--data-dir", default=None)
     train.add_argument("--run-dir", default=None, help="default runs/TASK/AGENT/seedN")
@@ -122,7 +125,7 @@ def cmd_train(args):
             raise ConfigError("Give either --seed or --seeds, not both.")
         parent = Path(args.run_dir) if args.run_dir else Path("runs") / config.task / name
         runs = train_seeds(config, args.seeds, [parent / f"seed{seed}" for seed in args.seeds],
-                           resume=args.resume, show_progress=not args.quiet)
+                           resume=args.resume, show_progress=not args.quiet, mode=args.seed_mode)
     else:
         run_dir = args.run_dir or f"runs/{config.task}/{name}/seed{config.seed}"
         runs = [train(config, run_dir, resume=args.resume, show_progress=not args.quiet)]

@@ -394,18 +394,37 @@ def _unstack(tree, index: int):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def per_seed(fn, num_seeds: int):
-    """fn over one seed's arguments lifted to seed-stacked arguments and results: vmap for several seeds;
+SEED_MODES = ("auto", "vmap", "map")
+
+
+def seed_mode(mode: str = "auto") -> str:
+    """How seeds share a device. 'vmap' batches them (every matmul gets a seed dimension): a large win
+    on a GPU, where one seed leaves most of the device idle. 'map' runs them one after another inside
+    the same compiled call (lax.map): on a CPU, which one seed already saturates, XLA's batched matmuls
+    are slower than plain ones (benchmarks/seeds.py: 8 vmapped EVOR seeds made 0.37x the updates/s of
+    one), so 'auto' picks 'map' on CPU and 'vmap' elsewhere."""
+    if mode not in SEED_MODES:
+        raise ConfigError(f"seed mode must be one of {', '.join(SEED_MODES)}, got '{mode}'.")
+    if mode == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def per_seed(fn, num_seeds: int, mode: str = "auto"):
+    """fn over one seed's arguments lifted to seed-stacked arguments and results (see `seed_mode`);
     for one seed the plain function (a size-1 vmap would only add a batch dimension to every matmul)."""
     if num_seeds > 1:
-        return jax.vmap(fn)
+        if seed_mode(mode) == "vmap":
+            return jax.vmap(fn)
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
     add_axis = functools.partial(jax.tree.map, lambda x: x[None])
     return lambda *args: add_axis(fn(*(_unstack(a, 0) for a in args)))
 
 
 def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: bool = False,
-                show_progress: bool = True, stop_after: int | None = None) -> list[Run]:
-    """Train several seeds of one config in one process, vmapped over the seed axis.
+                show_progress: bool = True, stop_after: int | None = None, mode: str = "auto") -> list[Run]:
+    """Train several seeds of one config in one process and one compiled call per chunk, vmapped over
+    the seed axis or mapped over it (`mode`, see `seed_mode`).
 
     The dataset is loaded once and shared; every seed keeps its own RNG chain (the one it would have
     alone), run directory, metrics and checkpoints, so each directory reads as if it had run alone.
@@ -415,6 +434,7 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
                           f"{len(run_dirs)} directories).")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"Seeds must be distinct, got {seeds}.")
+    mode = seed_mode(mode)
     configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
     for seed_config in configs:
         seed_config.validate()
@@ -449,10 +469,10 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
             _truncate_metrics(run_dir, step)
 
     train_chunk = jax.jit(per_seed(
-        lambda s, k: agent.train_steps(s, table, k, config.log_every, config.batch_size), num_seeds),
+        lambda s, k: agent.train_steps(s, table, k, config.log_every, config.batch_size), num_seeds, mode),
         donate_argnums=(0,))
     val_losses = jax.jit(per_seed(lambda s, k: agent.validation_losses(s, val_table, k, config.batch_size),
-                                   num_seeds))
+                                   num_seeds, mode))
     split_keys = jax.jit(jax.vmap(jax.random.split))
     params_finite = jax.jit(jax.vmap(
         lambda s: jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(s)]))))
