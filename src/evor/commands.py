@@ -60,6 +60,12 @@ def add_commands(sub, int_list, float_list):
     dg.add_argument("--out", default=None, help="default RUN_DIR/diagnostics.json")
     dg.set_defaults(func=cmd_diagnose)
 
+    rp = sub.add_parser("report", help="aggregate runs over seeds and tasks: markdown, PNG figures and one "
+                                       "self-contained HTML page")
+    rp.add_argument("paths", nargs="+", help="run directories, or directories to search for runs")
+    rp.add_argument("--out", default="report", help="output directory (default ./report)")
+    rp.set_defaults(func=cmd_report)
+
     qs = sub.add_parser("quickstart", help="generate a small dataset, train EVOR, show success vs candidates N")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--episodes", type=int, default=None, help="training episodes to generate")
@@ -194,6 +200,14 @@ def cmd_diagnose(args):
         print(f"  initial states ({s['episodes']} episodes): predicted Q* {s['predicted_q_star_mean']:.2f}, "
               f"achieved discounted return {s['achieved_discounted_return_mean']:.2f}, success {s['success_rate']:.2f}")
     print(f"results: {out}")
+
+
+def cmd_report(args):
+    from evor.report import write_report
+
+    summary = write_report(args.paths, args.out)
+    print((Path(args.out) / "report.md").read_text())
+    print(f"{len(summary['runs'])} runs; report: {Path(args.out) / 'report.html'}")
 
 
 SWEEP_NUM_CANDIDATES = [1, 2, 4, 8, 16, 32, 64, 128, 256]

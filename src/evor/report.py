@@ -1,0 +1,340 @@
+"""Reports: runs aggregated over seeds and tasks, as markdown + PNG figures + one self-contained HTML page.
+
+Scores per run (every figure says which one it shows):
+  final                 success of the final checkpoint at the agent's default inference settings, from
+                        the run's own evaluation files (compare_eval.json, or the matching setting in
+                        sweep.json / eval.json), else its last periodic evaluation if that was at the end.
+  best during training  the highest periodic evaluation. Optimistic: it picks a checkpoint by its
+                        test score. Shown for reference, never as the result.
+
+Aggregates over seeds (per task) and over tasks and seeds (per environment): mean +- std, and the
+interquartile mean (IQM, the mean of the middle 50%: robust to an outlier seed; Agarwal et al. 2021)
+with a 95% percentile interval from a stratified bootstrap (seeds resampled within each task).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from evor.data.files import atomic_path, atomic_write_json, atomic_write_text
+from evor.errors import EvorError
+
+BOOTSTRAP_SAMPLES = 2000
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def iqm(scores) -> float:
+    """Interquartile mean: drop floor(n/4) scores from each end, average the rest (scipy's trim_mean(0.25))."""
+    values = np.sort(np.asarray(scores, np.float64).ravel())
+    if values.size == 0:
+        raise ValueError("iqm of no scores")
+    cut = int(0.25 * values.size)
+    return float(values[cut:values.size - cut].mean())
+
+
+def stratified_bootstrap(strata: list, statistic=iqm, num: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of statistic(pooled scores) with every stratum (a task's seeds) resampled
+    with replacement on its own, so each task keeps its weight."""
+    rng = np.random.default_rng(seed)
+    strata = [np.asarray(s, np.float64) for s in strata]
+    values = np.empty(num)
+    for i in range(num):
+        values[i] = statistic(np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata]))
+    return float(np.quantile(values, (1 - level) / 2)), float(np.quantile(values, (1 + level) / 2))
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+@dataclasses.dataclass
+class RunRecord:
+    path: Path
+    task: str
+    environment: str
+    method: str
+    seed: int
+    final: float | None
+    final_source: str
+    best_during_training: float | None
+    curve: list[tuple[int, float]]  # (step, periodic evaluation success)
+    sweep: list[dict]  # sweep results: settings, success, costs
+    diagnostics: dict | None
+
+
+def method_label(config: dict) -> str:
+    if config["agent_name"] == "qc":
+        return f"qc{config.get('agent', {}).get('horizon', 5)}"
+    return config["agent_name"]
+
+
+def environment_of(task: str) -> str:
+    return task.split("-singletask")[0]
+
+
+def find_runs(paths) -> list[Path]:
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise EvorError(f"{path}: no such file or directory.")
+        candidates = [path] if (path / "config.json").exists() else sorted(p.parent for p in path.rglob("config.json"))
+        found += [p for p in candidates if (p / "metrics.jsonl").exists()]
+    if not found:
+        raise EvorError(f"No run directories (config.json + metrics.jsonl) under {', '.join(map(str, paths))}.")
+    return sorted(set(found))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvorError(f"{path}: unreadable ({exc}).") from None
+
+
+def _default_settings(config: dict) -> dict:
+    from evor.agents import get_agent_class
+    from evor.train import inference_settings
+
+    return dataclasses.asdict(inference_settings(get_agent_class(config["agent_name"]), config.get("inference", {})))
+
+
+def read_run(path: Path) -> RunRecord:
+    config = _read_json(path / "config.json")
+    rows = []
+    for line in (path / "metrics.jsonl").read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    curve = [(r["step"], r["eval_success_rate"]) for r in rows if r.get("eval_success_rate") is not None]
+    final, source = None, "none"
+    defaults = _default_settings(config)
+    sweep = []
+    for name in ("sweep.json", "eval.json"):
+        if (path / name).exists():
+            sweep += _read_json(path / name).get("results", [])
+    if (path / "compare_eval.json").exists():
+        result = _read_json(path / "compare_eval.json")
+        final, source = result["success_rate"], f"compare_eval.json ({result['episodes']} episodes)"
+    else:
+        last_step = max((r.get("step", 0) for r in sweep), default=None)
+        matching = [r for r in sweep if r.get("settings") == defaults and r.get("step") == last_step]
+        if matching and last_step == config["total_steps"]:
+            final, source = matching[-1]["success_rate"], f"default settings in sweep/eval ({matching[-1]['episodes']} episodes)"
+        elif curve and curve[-1][0] == config["total_steps"]:
+            final, source = curve[-1][1], "last periodic evaluation"
+    diagnostics = _read_json(path / "diagnostics.json") if (path / "diagnostics.json").exists() else None
+    return RunRecord(path, config["task"], environment_of(config["task"]), method_label(config), config["seed"],
+                     final, source, max((s for _, s in curve), default=None), curve, sweep, diagnostics)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def task_table(records: list[RunRecord]) -> list[dict]:
+    rows = []
+    for (task, method), group in _group(records, lambda r: (r.task, r.method)).items():
+        finals = [r.final for r in group if r.final is not None]
+        best = [r.best_during_training for r in group if r.best_during_training is not None]
+        row = {"task": task, "method": method, "seeds": sorted(r.seed for r in group), "final_runs": len(finals)}
+        if finals:
+            low, high = stratified_bootstrap([finals])
+            row.update(final_mean=float(np.mean(finals)), final_std=float(np.std(finals)), final_iqm=iqm(finals),
+                       final_ci95=[low, high])
+        if best:
+            row.update(best_mean=float(np.mean(best)), best_std=float(np.std(best)))
+        rows.append(row)
+    return rows
+
+
+def environment_table(records: list[RunRecord]) -> list[dict]:
+    rows = []
+    for (environment, method), group in _group(records, lambda r: (r.environment, r.method)).items():
+        by_task = _group([r for r in group if r.final is not None], lambda r: r.task)
+        strata = [[r.final for r in runs] for runs in by_task.values()]
+        if not strata:
+            continue
+        pooled = np.concatenate(strata)
+        low, high = stratified_bootstrap(strata)
+        rows.append({"environment": environment, "method": method, "tasks": len(strata), "runs": int(pooled.size),
+                     "final_iqm": iqm(pooled), "final_ci95": [low, high], "final_mean": float(pooled.mean()),
+                     "final_std": float(pooled.std())})
+    return rows
+
+
+def _group(records, key) -> dict:
+    groups: dict = {}
+    for record in records:
+        groups.setdefault(key(record), []).append(record)
+    return dict(sorted(groups.items()))
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _table_cells(task_rows, env_rows):
+    """(title, header, rows of cells) for each table, shared by markdown and HTML."""
+    per_task = ("Per task: final checkpoint (success %)",
+                ["task", "method", "seeds", "final mean ± std", "final IQM [95% CI]",
+                 "best during training, mean ± std (optimistic)"],
+                [[r["task"], r["method"], ",".join(map(str, r["seeds"])),
+                  f"{_pct(r.get('final_mean'))} ± {_pct(r.get('final_std'))}" if "final_mean" in r else "—",
+                  f"{_pct(r['final_iqm'])} [{_pct(r['final_ci95'][0])}, {_pct(r['final_ci95'][1])}]"
+                  if "final_iqm" in r else "—",
+                  f"{_pct(r.get('best_mean'))} ± {_pct(r.get('best_std'))}" if "best_mean" in r else "—"]
+                 for r in task_rows])
+    per_env = ("Per environment: final checkpoint over tasks and seeds (success %)",
+               ["environment", "method", "tasks", "runs", "IQM [95% stratified bootstrap CI]", "mean ± std"],
+               [[r["environment"], r["method"], str(r["tasks"]), str(r["runs"]),
+                 f"{_pct(r['final_iqm'])} [{_pct(r['final_ci95'][0])}, {_pct(r['final_ci95'][1])}]",
+                 f"{_pct(r['final_mean'])} ± {_pct(r['final_std'])}"] for r in env_rows])
+    return [per_task, per_env]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _figures(records: list[RunRecord]) -> dict[str, tuple[str, bytes]]:
+    """name -> (caption, PNG bytes), only for figures that have data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    figures = {}
+    tasks = sorted({r.task for r in records})
+
+    def save(fig, name, caption):
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+        figures[name] = (caption, buffer.getvalue())
+
+    def panels(count):
+        fig, axes = plt.subplots(1, count, figsize=(5 * count, 3.6), squeeze=False)
+        return fig, axes[0]
+
+    curved = [t for t in tasks if any(r.curve for r in records if r.task == t)]
+    if curved:
+        fig, axes = panels(len(curved))
+        for ax, task in zip(axes, curved):
+            for method, group in _group([r for r in records if r.task == task and r.curve], lambda r: r.method).items():
+                steps = sorted({s for r in group for s, _ in r.curve})
+                means = [np.mean([v for r in group for s2, v in r.curve if s2 == s]) for s in steps]
+                ax.plot(steps, means, marker="o", label=f"{method} ({len(group)} seeds)")
+            ax.set(title=task, xlabel="gradient steps", ylabel="success (periodic evaluation)", ylim=(-0.02, 1.02))
+            ax.legend(fontsize=8)
+        save(fig, "learning_curves.png", "Learning curves: periodic evaluation success, mean over seeds.")
+
+    swept = [t for t in tasks if any(r.sweep for r in records if r.task == t)]
+    for x_key, name, label in (("num_candidates", "scaling_vs_candidates.png", "candidates N (log scale)"),
+                               ("single_action_ms", "scaling_vs_latency.png", "ms per action, one observation (log)")):
+        if not swept:
+            break
+        fig, axes = panels(len(swept))
+        for ax, task in zip(axes, swept):
+            for method, group in _group([r for r in records if r.task == task and r.sweep], lambda r: r.method).items():
+                points: dict = {}
+                for record in group:
+                    for result in record.sweep:
+                        n = result["settings"].get("num_candidates")
+                        if n is None:
+                            continue
+                        points.setdefault(n, []).append((result.get(x_key, n), result["success_rate"]))
+                ns = sorted(points)
+                xs = [np.mean([p[0] for p in points[n]]) for n in ns]
+                ys = [np.mean([p[1] for p in points[n]]) for n in ns]
+                errs = [np.std([p[1] for p in points[n]]) for n in ns]
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=f"{method} ({len(group)} seeds)")
+            ax.set_xscale("log", base=2 if x_key == "num_candidates" else 10)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set(title=task, xlabel=label, ylabel="success (final checkpoint)", ylim=(-0.02, 1.02))
+            ax.legend(fontsize=8)
+        save(fig, name, f"Inference-time compute scaling: success vs {label}, mean ± std over seeds, one "
+                        "checkpoint per seed, no retraining.")
+
+    diagnosed = [r for r in records if r.diagnostics]
+    if diagnosed:
+        groups = _group(diagnosed, lambda r: (r.task, r.method))
+        fig, axes = panels(2)
+        for (task, method), group in groups.items():
+            histograms = np.mean([r.diagnostics["validation"]["pit_histogram"] for r in group], axis=0)
+            centres = (np.arange(len(histograms)) + 0.5) / len(histograms)
+            axes[0].step(centres, histograms, where="mid", label=f"{task} / {method}")
+            coverage = group[0].diagnostics["validation"]["coverage"]
+            levels = sorted(coverage, key=int)
+            observed = [np.mean([r.diagnostics["validation"]["coverage"][k] for r in group]) for k in levels]
+            axes[1].plot([int(k) / 100 for k in levels], observed, marker="o", label=f"{task} / {method}")
+        axes[0].axhline(1 / len(histograms), color="grey", ls="--", label="calibrated (flat)")
+        axes[0].set(title="PIT histogram of validation returns", xlabel="PIT", ylabel="fraction")
+        axes[1].plot([0, 1], [0, 1], color="grey", ls="--", label="calibrated")
+        axes[1].set(title="Coverage of central intervals", xlabel="nominal", ylabel="observed", xlim=(0, 1), ylim=(0, 1))
+        for ax in axes:
+            ax.legend(fontsize=7)
+        save(fig, "diagnostics.png", "Return-distribution calibration on validation data (evor diagnose): a flat "
+                                     "PIT and coverage on the diagonal mean calibrated; a U-shaped PIT and coverage "
+                                     "below the diagonal mean too narrow.")
+    return figures
+
+
+# --------------------------------------------------------------------------- output
+
+
+_LOAD_CHECK = ("<script>window.addEventListener('load', () => { const images = [...document.images]; "
+               "document.body.dataset.imagesTotal = images.length; document.body.dataset.imagesLoaded = "
+               "images.filter(i => i.complete && i.naturalWidth > 0).length; });</script>")
+
+
+def write_report(paths, out_dir) -> dict:
+    """Aggregate the runs under `paths`; write report.md, report.html, report.json and PNGs to `out_dir`."""
+    records = [read_run(p) for p in find_runs(paths)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task_rows, env_rows = task_table(records), environment_table(records)
+    tables = _table_cells(task_rows, env_rows)
+    figures = _figures(records)
+    for name, (_, png) in figures.items():
+        with atomic_path(out_dir / name) as tmp:
+            Path(tmp).write_bytes(png)
+    runs_note = f"{len(records)} runs from {', '.join(map(str, paths))}."
+    sources = sorted({r.final_source.split(" (")[0] for r in records})
+
+    md = ["# evor report", "", runs_note, f"Final scores from: {', '.join(sources)}.", ""]
+    for title, header, rows in tables:
+        md += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(cells) + " |" for cells in rows] + [""]
+    for name, (caption, _) in figures.items():
+        md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    atomic_write_text(out_dir / "report.md", "\n".join(md))
+
+    page = ["<!doctype html><html><head><meta charset='utf-8'><title>evor report</title><style>",
+            "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:4px 8px}th{background:#f3f3f3}img{max-width:100%}</style></head>",
+            "<body><h1>evor report</h1>", f"<p>{html.escape(runs_note)} Final scores from: "
+            f"{html.escape(', '.join(sources))}.</p>"]
+    for title, header, rows in tables:
+        page.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                    + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                                        for cells in rows) + "</table>")
+    for name, (caption, png) in figures.items():
+        data = base64.b64encode(png).decode()
+        page.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    page.append(_LOAD_CHECK + "</body></html>")
+    atomic_write_text(out_dir / "report.html", "\n".join(page))
+    summary = {"runs": [str(r.path) for r in records], "per_task": task_rows, "per_environment": env_rows,
+               "figures": list(figures)}
+    atomic_write_json(out_dir / "report.json", summary)
+    return summary

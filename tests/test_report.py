@@ -1,0 +1,112 @@
+"""Aggregates against hand-computed values; the HTML report renders in headless Chromium."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from evor.report import iqm, stratified_bootstrap, write_report
+
+
+def test_iqm_drops_a_quarter_from_each_end():
+    assert iqm([1, 2, 3, 4]) == 2.5
+    assert iqm([8, 1, 100, 3, 4, 5, 7, 2]) == pytest.approx((3 + 4 + 5 + 7) / 4)
+    assert iqm([0.2, 0.9, 0.4]) == pytest.approx(0.5)  # n = 3: nothing trimmed
+
+
+def test_bootstrap_interval_of_a_two_seed_mean():
+    # Resampled means of {0, 1} are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4: the 30% and 70%
+    # quantiles are both 0.5; the 95% interval spans [0, 1].
+    assert stratified_bootstrap([[0.0, 1.0]], np.mean, level=0.4) == (0.5, 0.5)
+    assert stratified_bootstrap([[0.0, 1.0]], np.mean, level=0.95) == (0.0, 1.0)
+
+
+def test_bootstrap_resamples_within_each_task():
+    # A one-seed task always keeps its single score, so the pooled mean never moves: exactly 0.25.
+    assert stratified_bootstrap([[0.0, 0.0, 0.0], [1.0]], np.mean) == (0.25, 0.25)
+    # Unstratified, the pooled scores would sometimes hold no 1 or several.
+    low, high = stratified_bootstrap([[0.0, 0.0, 0.0, 1.0]], np.mean)
+    assert low == 0.0 and high >= 0.5
+
+
+def _fake_run(root, task, agent, seed, final, curve, sweep=None, diagnostics=None, horizon=None):
+    path = root / task / f"{agent}{horizon or ''}" / f"seed{seed}"
+    path.mkdir(parents=True)
+    config = {"task": task, "agent_name": agent, "agent": {"horizon": horizon} if horizon else {}, "inference": {},
+              "seed": seed, "total_steps": 1000}
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "eval_success_rate": v}) + "\n"
+                                                for s, v in curve))
+    if final is not None:
+        (path / "compare_eval.json").write_text(json.dumps({"success_rate": final, "episodes": 50}))
+    if sweep:
+        (path / "sweep.json").write_text(json.dumps({"results": sweep}))
+    if diagnostics:
+        (path / "diagnostics.json").write_text(json.dumps(diagnostics))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    task1, task2 = "cube-single-play-singletask-task1-v0", "cube-single-play-singletask-task2-v0"
+    finals = {task1: [0.5, 0.7, 0.9], task2: [0.2, 0.4, 0.3]}
+    for task, values in finals.items():
+        for seed, final in enumerate(values):
+            sweep = [{"settings": {"num_candidates": n}, "success_rate": final * (n / 16) ** 0.2,
+                      "single_action_ms": 0.3 * n, "step": 1000, "episodes": 50} for n in (1, 4, 16)]
+            diagnostics = {"validation": {"pit_histogram": [0.1] * 10, "coverage": {"50": 0.5, "80": 0.79, "90": 0.9}}}
+            _fake_run(root, task, "evor", seed, final, [(500, final / 2), (1000, final)], sweep, diagnostics)
+            _fake_run(root, task, "qc", seed, final / 2, [(500, 0.6), (1000, final / 2)], horizon=5)
+    return root, finals
+
+
+def test_report_tables_match_hand_computed_values(runs, tmp_path):
+    root, finals = runs
+    summary = write_report([root], tmp_path / "report")
+    rows = {(r["task"], r["method"]): r for r in summary["per_task"]}
+    for task, values in finals.items():
+        evor = rows[(task, "evor")]
+        assert evor["final_mean"] == pytest.approx(np.mean(values))
+        assert evor["final_std"] == pytest.approx(np.std(values))
+        assert evor["final_iqm"] == pytest.approx(np.mean(values))  # 3 seeds: nothing trimmed
+        qc = rows[(task, "qc5")]
+        assert qc["best_mean"] == pytest.approx(0.6)  # best during training is reported apart from final
+    env = {r["method"]: r for r in summary["per_environment"]}
+    pooled = finals["cube-single-play-singletask-task1-v0"] + finals["cube-single-play-singletask-task2-v0"]
+    assert env["evor"]["runs"] == 6 and env["evor"]["tasks"] == 2
+    assert env["evor"]["final_iqm"] == pytest.approx(np.mean(sorted(pooled)[1:5]))
+    low, high = env["evor"]["final_ci95"]
+    assert low <= env["evor"]["final_iqm"] <= high
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "best during training" in markdown and "| cube-single-play | evor | 2 | 6 |" in markdown
+    assert set(summary["figures"]) == {"learning_curves.png", "scaling_vs_candidates.png", "scaling_vs_latency.png",
+                                       "diagnostics.png"}
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed (Debian: apt-get install chromium); "
+                                                ".ci/run installs it")
+def test_html_report_renders_in_headless_chromium_with_its_images(runs, tmp_path):
+    root, _ = runs
+    write_report([root], tmp_path / "report")
+    page = tmp_path / "report" / "report.html"
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'data-images-total="4"' in dom and 'data-images-loaded="4"' in dom, dom[:300]
+    assert "Per environment" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,2000", page.as_uri()], capture_output=True, timeout=120)
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[0] == 2000 and pixels[..., :3].std() > 0.05  # not a blank page
