@@ -22,6 +22,7 @@ def main():
     parser.add_argument("--task", default="cube-single-play-singletask-task2-v0")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--num-candidates", type=int, default=None, help="N (default: the run's setting)")
     parser.add_argument("--layouts", default="1x0,10x0,10x2,25x2,50x2",
                         help="POOLxWORKERS layouts; the first is the baseline (1x0 = sequential)")
     parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
@@ -32,7 +33,7 @@ def main():
     else:
         agent, _ = make_agent("evor", args.preset)
         run = Run(None, make_config(args.preset, task=args.task), agent, agent.init(jax.random.PRNGKey(0)), 0)
-    settings = run.settings()
+    settings = run.settings(num_candidates=args.num_candidates)
     rows = []
     with PausedJobs(args.pause_pattern):
         run.evaluate(settings, 2, seed=0, pool_size=1, workers=0)  # compile the batch-1 policy once

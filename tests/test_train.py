@@ -149,4 +149,4 @@ def test_vectorised_evaluation_on_ogbench_equals_sequential(data_dir, tmp_path):
     vectorised = run.evaluate(settings, 4, seed=3, pool_size=4, workers=2)
     assert vectorised["workers"] == 2 and sequential["workers"] == 0
     assert vectorised["per_episode_success"] == sequential["per_episode_success"]
-    np.testing.assert_allclose(vectorised["per_episode_return"], sequential["per_episode_return"])
+    assert vectorised["per_episode_return"] == sequential["per_episode_return"]  # bitwise: rows are mapped

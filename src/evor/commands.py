@@ -66,6 +66,19 @@ def add_commands(sub, int_list, float_list):
     rp.add_argument("--out", default="report", help="output directory (default ./report)")
     rp.set_defaults(func=cmd_report)
 
+    bn = sub.add_parser("bench", help="run a study (suite of tasks x agents x seeds): skips finished cells, "
+                                      "resumes partial ones, then writes the report")
+    bn.add_argument("suite", help="a suite name (quick, manipulation) or a suite .json file")
+    bn.add_argument("--agents", default=None, help="comma-separated subset, e.g. evor,qc5")
+    bn.add_argument("--seeds", type=int_list, default=None)
+    bn.add_argument("--preset", default=None, help="override the suite's preset")
+    bn.add_argument("--backend", default="local", choices=["local", "ray"])
+    bn.add_argument("--jobs", type=int, default=None, help="local backend: cells at once (default: one per core)")
+    bn.add_argument("--address", default=None, help="ray backend: cluster address (default: a local Ray instance)")
+    bn.add_argument("--gpus-per-cell", type=float, default=0, help="ray backend: GPU request per cell")
+    bn.add_argument("--out", default=None, help="default runs/bench/SUITE")
+    bn.set_defaults(func=cmd_bench)
+
     qs = sub.add_parser("quickstart", help="generate a small dataset, train EVOR, show success vs candidates N")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--episodes", type=int, default=None, help="training episodes to generate")
@@ -208,6 +221,22 @@ def cmd_report(args):
     summary = write_report(args.paths, args.out)
     print((Path(args.out) / "report.md").read_text())
     print(f"{len(summary['runs'])} runs; report: {Path(args.out) / 'report.html'}")
+
+
+def cmd_bench(args):
+    import os
+
+    from evor.bench import bench
+
+    jobs = args.jobs if args.jobs is not None else len(os.sched_getaffinity(0))
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
+    out = args.out or f"runs/bench/{Path(args.suite).stem}"
+    agents = args.agents.split(",") if args.agents else None
+    summary = bench(args.suite, out, agents, args.seeds, args.preset, args.backend, jobs, args.address,
+                    args.gpus_per_cell)
+    print(Path(out, "report", "report.md").read_text())
+    print(f"{len(summary['cells'])} cells in {summary['seconds']:.0f} s; report: {Path(out, 'report', 'report.html')}")
 
 
 SWEEP_NUM_CANDIDATES = [1, 2, 4, 8, 16, 32, 64, 128, 256]

@@ -266,16 +266,29 @@ class Run:
         settings.validate()
         return settings
 
-    def policy(self, settings: InferenceSettings):
+    def policy(self, settings: InferenceSettings, rows: str = "auto"):
         """(obs batch (B, d), key) -> actions, jitted once per setting (the state is an argument, not a
-        constant). `key` is one key for the batch, or one key per row (B, 2): then each row is acted on
-        as if alone, so a row's action does not depend on what else is in the batch."""
-        if settings not in self._compiled:
-            def act_rows(state, obs, keys):
-                return jax.vmap(lambda o, k: self.agent.act(state, o[None], k, settings)[0])(obs, keys)
+        constant). `key` is one key for the batch, or one key per row (B, 2): each row is acted on as if
+        alone, with its own key.
 
-            self._compiled[settings] = jax.jit(act_rows)
-        act = self._compiled[settings]
+        rows='map' computes the rows one after another inside the call, so a row's action is bitwise the
+        same whatever else is in the batch (evaluation results do not depend on the pool size); on a CPU
+        this costs nothing, as one row at N >= 16 already saturates the cores. rows='vmap' batches them
+        (much faster on a GPU; last-bit differences between batch sizes). 'auto': map on CPU, else vmap.
+        """
+        mode = batch_mode(rows)
+        if (settings, mode) not in self._compiled:
+            def act_row(state, obs, key):
+                return self.agent.act(state, obs[None], key, settings)[0]
+
+            if mode == "vmap":
+                act_rows = jax.vmap(act_row, in_axes=(None, 0, 0))
+            else:
+                def act_rows(state, obs, keys):
+                    return jax.lax.map(lambda row: act_row(state, *row), (obs, keys))
+
+            self._compiled[(settings, mode)] = jax.jit(act_rows)
+        act = self._compiled[(settings, mode)]
 
         def policy(obs, key):
             obs = jnp.asarray(obs, jnp.float32)
@@ -397,17 +410,24 @@ def _unstack(tree, index: int):
 SEED_MODES = ("auto", "vmap", "map")
 
 
+def batch_mode(mode: str = "auto") -> str:
+    """'vmap' (batch independent computations) or 'map' (one after another in one call); 'auto' picks
+    'map' on a CPU, where one computation already saturates the cores and XLA's batched matmuls are
+    slower than plain ones, and 'vmap' on accelerators."""
+    if mode not in SEED_MODES:
+        raise ConfigError(f"mode must be one of {', '.join(SEED_MODES)}, got '{mode}'.")
+    if mode == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
 def seed_mode(mode: str = "auto") -> str:
     """How seeds share a device. 'vmap' batches them (every matmul gets a seed dimension): a large win
     on a GPU, where one seed leaves most of the device idle. 'map' runs them one after another inside
     the same compiled call (lax.map): on a CPU, which one seed already saturates, XLA's batched matmuls
     are slower than plain ones (benchmarks/seeds.py: 8 vmapped EVOR seeds made 0.37x the updates/s of
     one), so 'auto' picks 'map' on CPU and 'vmap' elsewhere."""
-    if mode not in SEED_MODES:
-        raise ConfigError(f"seed mode must be one of {', '.join(SEED_MODES)}, got '{mode}'.")
-    if mode == "auto":
-        return "map" if jax.default_backend() == "cpu" else "vmap"
-    return mode
+    return batch_mode(mode)
 
 
 def per_seed(fn, num_seeds: int, mode: str = "auto"):

@@ -1,0 +1,276 @@
+"""Studies as one command: a suite (tasks x agents x seeds at a preset) expanded into cells, run on a
+local process queue or as Ray tasks, skipped when finished and resumed when partial, then reported.
+
+A cell is one training run plus the evaluation of its final checkpoint at the agent's default inference
+settings (written to RUN/compare_eval.json, which `evor report` reads as the final score). A cell's
+result depends only on its (task, agent, seed, preset, overrides) and on the XLA threading it ran with;
+every backend runs cells with one XLA thread when several share a machine, so local and Ray runs of
+the same cell give the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from evor.errors import ConfigError, EvorError
+
+# Agent labels -> (agent name, agent config overrides).
+AGENT_LABELS = {
+    "evor": ("evor", {}),
+    "qc1": ("qc", {"horizon": 1}),
+    "qc5": ("qc", {"horizon": 5}),
+    "fql": ("fql", {}),
+    "ifql": ("ifql", {}),
+}
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+RESULT_FILE = "compare_eval.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    task: str
+    label: str
+    seed: int
+    preset: str
+    episodes: int
+    out: str
+    overrides: tuple = ()  # sorted (key, value) pairs of TrainConfig overrides
+    data_dir: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.task / self.label / f"seed{self.seed}"
+
+    def done(self) -> bool:
+        return (self.run_dir / RESULT_FILE).exists()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Cell":
+        values = json.loads(text)
+        values["overrides"] = tuple(tuple(pair) for pair in values["overrides"])
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- suites
+
+
+def available_suites() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("evor.suites").iterdir() if p.name.endswith(".json"))
+
+
+def load_suite(name_or_path: str) -> dict:
+    """A suite by name (evor/suites/NAME.json) or from a JSON file."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.exists():
+        text, source = path.read_text(), str(path)
+    elif name_or_path in available_suites():
+        text, source = resources.files("evor.suites").joinpath(f"{name_or_path}.json").read_text(), name_or_path
+    else:
+        raise ConfigError(f"Unknown suite '{name_or_path}'; choose from {', '.join(available_suites())} "
+                          f"or give a .json file.")
+    try:
+        suite = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: invalid JSON ({exc}).") from None
+    for key in ("tasks", "agents", "seeds", "preset"):
+        if key not in suite:
+            raise ConfigError(f"{source}: suite key '{key}' is missing.")
+    for label in suite["agents"]:
+        if label not in AGENT_LABELS:
+            raise ConfigError(f"{source}: unknown agent '{label}'; choose from {', '.join(AGENT_LABELS)}.")
+    return suite
+
+
+def expand(suite: dict, out: str, agents: list[str] | None = None, seeds: list[int] | None = None,
+           preset: str | None = None) -> list[Cell]:
+    """The suite's grid as cells, seed-major (an interrupted study has every agent at the same seeds)."""
+    from evor.data.registry import parse_task_name
+
+    agents = agents or suite["agents"]
+    for label in agents:
+        if label not in AGENT_LABELS:
+            raise ConfigError(f"Unknown agent '{label}'; choose from {', '.join(AGENT_LABELS)}.")
+    for task in suite["tasks"]:
+        parse_task_name(task)
+    overrides = tuple(sorted(suite.get("overrides", {}).items()))
+    data_dir = suite_data_dir(suite, out)
+    return [Cell(task, label, seed, preset or suite["preset"], suite.get("episodes", 50), str(out), overrides,
+                 data_dir)
+            for seed in (seeds or suite["seeds"]) for task in suite["tasks"] for label in agents]
+
+
+def suite_data_dir(suite: dict, out) -> str | None:
+    """Where the suite's datasets live: its 'data.dir', else OUT/data when it asks for reduced datasets
+    ('data.episodes', so they never mix with full ones), else the default data directory."""
+    data = suite.get("data", {})
+    if data.get("dir"):
+        return str(Path(data["dir"]).expanduser())
+    return str(Path(out) / "data") if data.get("episodes") else None
+
+
+def prepare_data(suite: dict, cells: list[Cell], workers: int = 1) -> None:
+    """Generate every dataset the cells need and do not have (before any cell starts)."""
+    from evor.data.dataset import dataset_paths
+    from evor.data.generate import generate_dataset
+    from evor.data.registry import parse_task_name
+
+    data = suite.get("data", {})
+    data_dir = cells[0].data_dir if cells else None
+    for dataset in sorted({parse_task_name(c.task).dataset for c in cells}):
+        train_path, val_path = dataset_paths(dataset, data_dir)
+        if train_path.exists() and val_path.exists():
+            continue
+        print(f"[bench] generating {dataset} ({data.get('episodes', 'full')} episodes) -> {train_path.parent}",
+              flush=True)
+        generate_dataset(dataset, out_dir=data_dir, episodes=data.get("episodes"), workers=workers)
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def run_cell(cell: Cell) -> dict:
+    """Train (or resume, or reuse) the cell's run and evaluate its final checkpoint."""
+    from evor.data.files import atomic_write_json
+    from evor.train import latest_checkpoint, load_run, make_config, train
+
+    agent_name, agent_overrides = AGENT_LABELS[cell.label]
+    overrides = dict(cell.overrides)
+    config = make_config(cell.preset, task=cell.task, seed=cell.seed, agent_name=agent_name,
+                         agent={**agent_overrides, **overrides.pop("agent", {})}, data_dir=cell.data_dir, **overrides)
+    run_dir = cell.run_dir
+    done = latest_checkpoint(run_dir)
+    if done is None or not done.name.endswith(f"{config.total_steps:08d}.pkl"):
+        train(config, run_dir, resume=done is not None, show_progress=False)
+    if not cell.done():
+        run = load_run(run_dir)
+        atomic_write_json(run_dir / RESULT_FILE, run.evaluate(run.settings(), cell.episodes, seed=20_000 + cell.seed))
+    return cell_summary(cell)
+
+
+def cell_summary(cell: Cell) -> dict:
+    import numpy as np
+
+    result = json.loads((cell.run_dir / RESULT_FILE).read_text())
+    rows = [json.loads(line) for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rate = float(np.median([r["steps_per_second"] for r in rows[1:]] or [rows[0]["steps_per_second"]]))
+    return {"task": cell.task, "agent": cell.label, "seed": cell.seed, "success_rate": result["success_rate"],
+            "per_episode_success": result["per_episode_success"], "updates_per_second": rate,
+            "run_dir": str(cell.run_dir)}
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def run_local(cells: list[Cell], jobs: int = 1) -> list[Cell]:
+    """At most `jobs` cells at once, each in its own process; with jobs > 1 each process is pinned to one
+    core with one XLA thread (on 2 cores, two single-threaded EVOR trainings make 59 updates/s together
+    against 33 for one process using both). Returns the cells that failed."""
+    pending = [c for c in cells if not c.done()]
+    for cell in cells:
+        if cell.done():
+            print(f"[bench] done already: {cell.task} {cell.label} seed {cell.seed}", flush=True)
+    cores = sorted(os.sched_getaffinity(0))
+    free, running, failed = list(range(max(1, jobs))), [], []
+    while pending or running:
+        while pending and free:
+            cell, slot = pending.pop(0), free.pop(0)
+            env = dict(os.environ)
+            if jobs > 1:
+                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {SINGLE_THREAD_XLA}".strip()
+                env["EVOR_CELL_CORE"] = str(cores[slot % len(cores)])  # the child pins itself before JAX starts
+            cell.run_dir.mkdir(parents=True, exist_ok=True)
+            process = subprocess.Popen([sys.executable, "-m", "evor.bench", cell.to_json()], env=env,
+                                       stdout=open(cell.run_dir / "bench.log", "a"), stderr=subprocess.STDOUT)
+            running.append((process, slot, cell, time.time()))
+            print(f"[bench] start {cell.task} {cell.label} seed {cell.seed}", flush=True)
+        time.sleep(1)
+        for item in list(running):
+            process, slot, cell, started = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            free.append(slot)
+            if process.returncode:
+                failed.append(cell)
+            status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {cell.run_dir}/bench.log)"
+            print(f"[bench] {status}: {cell.task} {cell.label} seed {cell.seed} in {time.time() - started:.0f} s",
+                  flush=True)
+    return failed
+
+
+def run_ray(cells: list[Cell], address: str | None = None, num_cpus: float = 1, num_gpus: float = 0) -> list[Cell]:
+    """The same cells as Ray tasks on an existing cluster (`address`) or a local Ray instance."""
+    try:
+        import ray
+    except ImportError:
+        raise EvorError("The ray backend needs Ray: pip install 'evor[ray]'.") from None
+    if not ray.is_initialized():
+        ray.init(address=address, runtime_env={"env_vars": {"XLA_FLAGS": SINGLE_THREAD_XLA, "MUJOCO_GL": "egl"}},
+                 include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(_ray_cell)
+    todo = [c for c in cells if not c.done()]
+    futures = {remote.remote(c.to_json()): c for c in todo}
+    failed = []
+    while futures:
+        ready, _ = ray.wait(list(futures), num_returns=1)
+        cell = futures.pop(ready[0])
+        try:
+            ray.get(ready[0])
+            print(f"[bench] done (ray): {cell.task} {cell.label} seed {cell.seed}", flush=True)
+        except Exception as exc:  # a task's failure is reported and the others go on
+            failed.append(cell)
+            print(f"[bench] FAILED (ray): {cell.task} {cell.label} seed {cell.seed}: {exc}", flush=True)
+    return failed
+
+
+def _ray_cell(cell_json: str) -> dict:
+    return run_cell(Cell.from_json(cell_json))
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def bench(suite_name: str, out: str, agents=None, seeds=None, preset=None, backend: str = "local", jobs: int = 1,
+          address: str | None = None, num_gpus: float = 0) -> dict:
+    suite = load_suite(suite_name)
+    cells = expand(suite, out, agents, seeds, preset)
+    print(f"[bench] suite {suite_name}: {len(cells)} cells ({sum(c.done() for c in cells)} finished) -> {out}",
+          flush=True)
+    prepare_data(suite, cells, workers=max(1, jobs))
+    started = time.time()
+    if backend == "local":
+        failed = run_local(cells, jobs)
+    elif backend == "ray":
+        failed = run_ray(cells, address, num_gpus=num_gpus)
+    else:
+        raise ConfigError(f"Unknown backend '{backend}'; choose local or ray.")
+    if failed:
+        raise EvorError(f"{len(failed)} of {len(cells)} cells failed: "
+                        + "; ".join(f"{c.task} {c.label} seed {c.seed} ({c.run_dir})" for c in failed)
+                        + ". Re-run the same command to retry them; finished cells are kept.")
+    from evor.data.files import atomic_write_json
+    from evor.report import write_report
+
+    results = [cell_summary(c) for c in cells]
+    summary = {"suite": suite_name, "backend": backend, "cells": results, "seconds": round(time.time() - started, 1)}
+    atomic_write_json(Path(out) / "bench.json", summary)
+    summary["report"] = write_report([Path(out)], Path(out) / "report")
+    return summary
+
+
+if __name__ == "__main__":  # one cell in its own process (the local backend)
+    if os.environ.get("EVOR_CELL_CORE"):
+        os.sched_setaffinity(0, {int(os.environ["EVOR_CELL_CORE"])})
+    import evor  # noqa: F401  (MUJOCO_GL before any environment)
+
+    run_cell(Cell.from_json(sys.argv[1]))
