@@ -24,7 +24,8 @@ def main():
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--num-candidates", type=int, default=None, help="N (default: the run's setting)")
     parser.add_argument("--layouts", default="1x0,10x0,10x2,25x2,50x2",
-                        help="POOLxWORKERS layouts; the first is the baseline (1x0 = sequential)")
+                        help="POOLxWORKERS[:vmap] layouts; the first is the baseline (1x0 = sequential); "
+                             ":vmap batches the pool's rows (default on CPU: rows mapped, bitwise identical)")
     parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -38,12 +39,14 @@ def main():
     with PausedJobs(args.pause_pattern):
         run.evaluate(settings, 2, seed=0, pool_size=1, workers=0)  # compile the batch-1 policy once
         for layout in args.layouts.split(","):
-            pool, workers = (int(x) for x in layout.split("x"))
+            shape, _, row_mode = layout.partition(":")
+            pool, workers = (int(x) for x in shape.split("x"))
+            row_mode = row_mode or "auto"
             if pool > 1:
-                run.evaluate(settings, pool, seed=0, pool_size=pool, workers=0)  # compile this batch size
-            result = run.evaluate(settings, args.episodes, seed=1000, pool_size=pool, workers=workers)
+                run.evaluate(settings, pool, seed=0, pool_size=pool, workers=0, rows=row_mode)  # compile this batch
+            result = run.evaluate(settings, args.episodes, seed=1000, pool_size=pool, workers=workers, rows=row_mode)
             base = rows[0] if rows else None
-            row = {"pool": pool, "workers": workers, "seconds": result["seconds"],
+            row = {"pool": pool, "workers": workers, "rows": row_mode, "seconds": result["seconds"],
                    "policy_ms_per_env_step": result["policy_ms_per_env_step"],
                    "success_rate": result["success_rate"],
                    "speedup": 1.0 if base is None else base["seconds"] / result["seconds"],
@@ -54,10 +57,10 @@ def main():
                    "per_episode_return": result["per_episode_return"]}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if not k.startswith("per_episode")}), flush=True)
-    print(f"\n{args.episodes} episodes of {run.config.task}, settings {settings}\n\n| pool | workers | seconds | "
-          f"policy ms per env step | success | speed-up vs sequential | identical episodes |\n|---|---|---|---|---|---|---|")
+    print(f"\n{args.episodes} episodes of {run.config.task}, settings {settings}\n\n| pool | workers | rows | seconds | "
+          f"policy ms per env step | success | speed-up vs sequential | identical episodes |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['pool']} | {r['workers']} | {r['seconds']:.1f} | {r['policy_ms_per_env_step']:.2f} | "
+        print(f"| {r['pool']} | {r['workers']} | {r['rows']} | {r['seconds']:.1f} | {r['policy_ms_per_env_step']:.2f} | "
               f"{r['success_rate']:.2f} | {r['speedup']:.2f}x | {r['identical_to_baseline']} |")
     if args.out:
         atomic_write_json(args.out, {"task": run.config.task, "rows": rows})

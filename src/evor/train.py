@@ -305,13 +305,13 @@ class Run:
 
     def evaluate(self, settings: InferenceSettings, num_episodes: int, seed: int = 0,
                  show_progress: bool = False, pool_size: int = 10, workers: int | None = None,
-                 discount: float | None = None) -> dict:
+                 discount: float | None = None, rows: str = "auto") -> dict:
         """Evaluate in lockstep on `pool_size` environments spread over `workers` processes
-        (default: one per core, at most 2 and never more than the pool)."""
+        (default: one per core, at most 2 and never more than the pool); `rows` as in `policy`."""
         if workers is None:
             workers = default_eval_workers(pool_size)
         label = f"eval N={settings.num_candidates}" if hasattr(settings, "num_candidates") else "eval"
-        result = evaluate_policy(self.env_factory(), self.policy(settings), num_episodes, seed=seed,
+        result = evaluate_policy(self.env_factory(), self.policy(settings, rows), num_episodes, seed=seed,
                                  pool_size=pool_size, workers=workers, show_progress=show_progress, desc=label,
                                  action_horizon=getattr(self.agent, "action_horizon", 1), discount=discount)
         result["settings"] = dataclasses.asdict(settings)
