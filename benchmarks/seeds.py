@@ -1,5 +1,5 @@
 """Total training throughput for S seeds in one process (S = 1, 4, 8), the way `evor train --seeds`
-runs them, vmapped and mapped (see evor.train.seed_mode), against one seed alone measured in the same run.
+runs them, vmapped and mapped (see evor.train.batch_mode), against one seed alone measured in the same run.
 
     python benchmarks/seeds.py --agent evor --preset cpu --seeds 1,4,8 --modes vmap,map
 """

@@ -407,34 +407,28 @@ def _unstack(tree, index: int):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-SEED_MODES = ("auto", "vmap", "map")
+BATCH_MODES = ("auto", "vmap", "map")
 
 
 def batch_mode(mode: str = "auto") -> str:
-    """'vmap' (batch independent computations) or 'map' (one after another in one call); 'auto' picks
-    'map' on a CPU, where one computation already saturates the cores and XLA's batched matmuls are
-    slower than plain ones, and 'vmap' on accelerators."""
-    if mode not in SEED_MODES:
-        raise ConfigError(f"mode must be one of {', '.join(SEED_MODES)}, got '{mode}'.")
+    """How independent computations (seeds, evaluation rows) share a device. 'vmap' batches them (every
+    matmul gets a batch dimension): a large win on a GPU, where one computation leaves most of the
+    device idle. 'map' runs them one after another inside the same compiled call (lax.map): on a CPU,
+    which one computation already saturates, XLA's batched matmuls are slower than plain ones
+    (benchmarks/seeds.py: 8 vmapped EVOR seeds made 0.37x the updates/s of one). 'auto' picks 'map' on
+    a CPU and 'vmap' elsewhere."""
+    if mode not in BATCH_MODES:
+        raise ConfigError(f"mode must be one of {', '.join(BATCH_MODES)}, got '{mode}'.")
     if mode == "auto":
         return "map" if jax.default_backend() == "cpu" else "vmap"
     return mode
 
 
-def seed_mode(mode: str = "auto") -> str:
-    """How seeds share a device. 'vmap' batches them (every matmul gets a seed dimension): a large win
-    on a GPU, where one seed leaves most of the device idle. 'map' runs them one after another inside
-    the same compiled call (lax.map): on a CPU, which one seed already saturates, XLA's batched matmuls
-    are slower than plain ones (benchmarks/seeds.py: 8 vmapped EVOR seeds made 0.37x the updates/s of
-    one), so 'auto' picks 'map' on CPU and 'vmap' elsewhere."""
-    return batch_mode(mode)
-
-
 def per_seed(fn, num_seeds: int, mode: str = "auto"):
-    """fn over one seed's arguments lifted to seed-stacked arguments and results (see `seed_mode`);
+    """fn over one seed's arguments lifted to seed-stacked arguments and results (see `batch_mode`);
     for one seed the plain function (a size-1 vmap would only add a batch dimension to every matmul)."""
     if num_seeds > 1:
-        if seed_mode(mode) == "vmap":
+        if batch_mode(mode) == "vmap":
             return jax.vmap(fn)
         return lambda *args: jax.lax.map(lambda a: fn(*a), args)
     add_axis = functools.partial(jax.tree.map, lambda x: x[None])
@@ -444,7 +438,7 @@ def per_seed(fn, num_seeds: int, mode: str = "auto"):
 def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: bool = False,
                 show_progress: bool = True, stop_after: int | None = None, mode: str = "auto") -> list[Run]:
     """Train several seeds of one config in one process and one compiled call per chunk, vmapped over
-    the seed axis or mapped over it (`mode`, see `seed_mode`).
+    the seed axis or mapped over it (`mode`, see `batch_mode`).
 
     The dataset is loaded once and shared; every seed keeps its own RNG chain (the one it would have
     alone), run directory, metrics and checkpoints, so each directory reads as if it had run alone.
@@ -454,7 +448,7 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
                           f"{len(run_dirs)} directories).")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"Seeds must be distinct, got {seeds}.")
-    mode = seed_mode(mode)
+    mode = batch_mode(mode)
     configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
     for seed_config in configs:
         seed_config.validate()
