@@ -22,14 +22,7 @@ import numpy as np
 
 from evor.bench import AGENT_LABELS, Cell, cell_summary, run_local
 from evor.data.files import atomic_write_json, atomic_write_text
-
-
-def bootstrap_interval(values, num=10_000, seed=0, level=0.95):
-    """Percentile bootstrap interval of the mean."""
-    values = np.asarray(values, np.float64)
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(num, len(values)), replace=True).mean(axis=1)
-    return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
+from evor.report import stratified_bootstrap
 
 
 def main():
@@ -66,7 +59,7 @@ def main():
         for label in labels:
             results = [cell_summary(c) for c in cells if (c.task, c.label) == (task, label)]
             success = [r["success_rate"] for r in results]
-            low, high = bootstrap_interval(success)
+            low, high = stratified_bootstrap([success], np.mean)  # one stratum: a plain bootstrap of the mean
             table.append({"task": task, "agent": label, "seeds": seeds, "success": success,
                           "mean": float(np.mean(success)), "std": float(np.std(success)), "ci95": [low, high],
                           "updates_per_second": float(np.mean([r["updates_per_second"] for r in results]))})
