@@ -21,14 +21,7 @@ OBSERVATION_DIM, ACTION_DIM = 28, 5
 
 
 def synthetic_dataset(num: int = 20_000, seed: int = 0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(num, OBSERVATION_DIM)).astype(np.float32)
-    ends = np.zeros(num, np.float32)
-    ends[999::1000] = 1
-    return Dataset.from_arrays("synthetic", observations=obs, next_observations=np.roll(obs, -1, 0),
-                               actions=rng.uniform(-1, 1, (num, ACTION_DIM)).astype(np.float32),
-                               rewards=-rng.integers(0, 2, num).astype(np.float32),
-                               masks=np.ones(num, np.float32), ends=ends)
+    return Dataset.random(num, OBSERVATION_DIM, ACTION_DIM, episode_length=1000, seed=seed)
 
 
 def make_agent(name: str, preset: str, **fields):

@@ -13,14 +13,7 @@ from evor.train import agent_config
 
 
 def _dataset(num=400, obs_dim=4, action_dim=2, seed=0):
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(num, obs_dim)).astype(np.float32)
-    ends = np.zeros(num, np.float32)
-    ends[49::50] = 1
-    return Dataset.from_arrays("synthetic", observations=obs, next_observations=np.roll(obs, -1, 0),
-                               actions=rng.uniform(-1, 1, (num, action_dim)).astype(np.float32),
-                               rewards=-rng.integers(0, 2, num).astype(np.float32),
-                               masks=np.ones(num, np.float32), ends=ends)
+    return Dataset.random(num, obs_dim, action_dim, episode_length=50, seed=seed)
 
 
 @pytest.mark.parametrize("name,extra", [("evor", {}), ("qc", {"horizon": 3}), ("fql", {}), ("ifql", {})])

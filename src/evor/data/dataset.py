@@ -69,6 +69,20 @@ class Dataset:
         }
 
     @classmethod
+    def random(cls, num: int, observation_dim: int, action_dim: int, episode_length: int, seed: int = 0) -> "Dataset":
+        """Transitions with random contents (Gaussian observations, uniform actions, rewards in {-1, 0},
+        no terminations, trajectories cut every `episode_length` rows): for speed benchmarks and for
+        tests of code paths whose results do not depend on what the data means."""
+        rng = np.random.default_rng(seed)
+        obs = rng.normal(size=(num, observation_dim)).astype(np.float32)
+        ends = np.zeros(num, np.float32)
+        ends[episode_length - 1::episode_length] = 1
+        return cls.from_arrays("random", observations=obs, next_observations=np.roll(obs, -1, 0),
+                               actions=rng.uniform(-1, 1, (num, action_dim)).astype(np.float32),
+                               rewards=-rng.integers(0, 2, num).astype(np.float32),
+                               masks=np.ones(num, np.float32), ends=ends)
+
+    @classmethod
     def from_arrays(cls, source: str, **arrays) -> "Dataset":
         """Validate and build: every check names the source, the key and the problem."""
         required = ("observations", "actions", "rewards", "masks", "ends", "next_observations")
