@@ -97,6 +97,10 @@ def _add_grid_arguments(parser, int_list, float_list, default_out: str):
                             default=None, help=f"comma-separated values of {flag}")
     parser.add_argument("--selection", default=None, choices=["rejection", "softmax"])
     parser.add_argument("--ensemble", default=None, choices=["mean", "min"])
+    parser.add_argument("--integrator", default=None, choices=["euler", "midpoint", "rk4"],
+                        help="integrator of the return flow at inference (EVOR)")
+    parser.add_argument("--return-weights", default=None, choices=["online", "ema"],
+                        help="score candidates with the last return-flow weights or their Polyak average (EVOR)")
     parser.add_argument("--out", default=None, help=f"results file (default RUN_DIR/{default_out})")
     parser.add_argument("--quiet", action="store_true")
 
@@ -154,7 +158,8 @@ def cmd_train(args):
 
 def _grid_from_args(args, run):
     grids = {flag: getattr(args, flag) for flag in _GRID_FLAGS if getattr(args, flag) is not None}
-    fixed = {k: v for k, v in dict(selection=args.selection, ensemble=args.ensemble).items() if v is not None}
+    fixed = {k: v for k, v in dict(selection=args.selection, ensemble=args.ensemble, integrator=args.integrator,
+                                   return_weights=args.return_weights).items() if v is not None}
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}.")
     from evor.sweep import grid_settings

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from evor.agents.evor import RETURN_WEIGHTS
 from evor.data.targets import multistep_targets
 from evor.errors import EvorError
 
@@ -99,12 +100,13 @@ def return_samples(run, observations, actions, num_samples: int, key, batch: int
     settings = run.settings()
     steps = flow_steps or settings.return_flow_steps
     method = integrator or settings.integrator
+    params = run.state[RETURN_WEIGHTS[settings.return_weights]]  # the weights acting would use
 
     @jax.jit
     def sample(obs, act, k):
         obs_k = jnp.broadcast_to(obs[:, None], (obs.shape[0], num_samples, obs.shape[-1]))
         act_k = jnp.broadcast_to(act[:, None], (act.shape[0], num_samples, act.shape[-1]))
-        unit = agent.sample_returns(run.state["return_flow"], obs_k, act_k, k, steps, method)[..., 0]  # (E, b, K)
+        unit = agent.sample_returns(params, obs_k, act_k, k, steps, method)[..., 0]  # (E, b, K)
         return agent.return_scale.from_unit(jnp.moveaxis(unit, 0, 1).reshape(obs.shape[0], -1))
 
     out = []

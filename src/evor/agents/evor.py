@@ -56,6 +56,9 @@ class EVORConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
+RETURN_WEIGHTS = {"online": "return_flow", "ema": "target_return_flow"}  # setting -> state entry
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceSettings:
     num_candidates: int = 32  # N: candidates drawn from pi_ref
@@ -67,6 +70,9 @@ class InferenceSettings:
     tau_r: float = 1e-3  # acceptance temperature; 0 = argmax, inf = plain pi_ref sample
     selection: str = "rejection"  # 'rejection' | 'softmax'
     ensemble: str = "mean"  # combine the E return flows' Q*: 'mean' | 'min'
+    # Which return-flow weights score candidates: 'online' (the last iterate) or 'ema' (the Polyak-averaged
+    # target flow, an average over the last ~1/target_update_rate updates: less final-iterate noise).
+    return_weights: str = "online"
 
     def validate(self) -> None:
         from evor.errors import ConfigError
@@ -84,6 +90,8 @@ class InferenceSettings:
             raise ConfigError(f"ensemble must be 'mean' or 'min', got '{self.ensemble}'.")
         if self.integrator not in INTEGRATORS:
             raise ConfigError(f"integrator must be one of {INTEGRATORS}, got '{self.integrator}'.")
+        if self.return_weights not in RETURN_WEIGHTS:
+            raise ConfigError(f"return_weights must be one of {RETURN_WEIGHTS}, got '{self.return_weights}'.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +255,8 @@ class EVOR:
                                                                          obs.shape[-1]))
         samples_act = jnp.broadcast_to(actions[..., None, :], actions.shape[:-1] + (settings.num_return_samples,
                                                                                  actions.shape[-1]))
-        z = self.sample_returns(state["return_flow"], samples_obs, samples_act, key, settings.return_flow_steps,
+        params = state[RETURN_WEIGHTS[settings.return_weights]]
+        z = self.sample_returns(params, samples_obs, samples_act, key, settings.return_flow_steps,
                                 settings.integrator)[..., 0]  # (E, ..., M)
         q = soft_value(z, settings.tau_q)  # (E, ...)
         return q.mean(axis=0) if settings.ensemble == "mean" else q.min(axis=0)
