@@ -1,5 +1,6 @@
 """Training runs on real (tiny) OGBench data: save, resume, load, act, evaluate."""
 
+import dataclasses
 import json
 
 import jax
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from evor.data.generate import generate_dataset
+from evor.agents.evor import EVORConfig, InferenceSettings
 from evor.errors import ConfigError, EvorError
 from evor.train import load_run, make_config, train
 
@@ -45,6 +47,11 @@ def test_run_directory_records_config_versions_and_metrics(data_dir, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     versions = json.loads((tmp_path / "run" / "versions.json").read_text())
     assert config["task"] == TASK and config["preset"] == "tiny"
+    # every agent field and inference setting is written, not only those the preset or user set, so
+    # the run keeps its meaning when a library default changes
+    assert set(config["agent"]) == {f.name for f in dataclasses.fields(EVORConfig)}
+    assert set(config["inference"]) == {f.name for f in dataclasses.fields(InferenceSettings)}
+    assert config["agent"]["hidden_dims"] == [32, 32] and config["inference"]["num_candidates"] == 4
     assert versions["versions"]["ogbench"] == "1.2.2" and versions["data_sidecar"]["train_episodes"] == 2
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "val_return_loss" in header and "steps_per_second" in header
@@ -67,7 +74,7 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
     train(_config(data_dir), tmp_path / "run", show_progress=False)
     with pytest.raises(EvorError, match="already holds a run"):
         train(_config(data_dir), tmp_path / "run", show_progress=False)
-    with pytest.raises(EvorError, match="differs"):
+    with pytest.raises(EvorError, match="differs.*seed: saved 0, requested 5"):
         train(_config(data_dir, seed=5), tmp_path / "run", resume=True, show_progress=False)
     with pytest.raises(ConfigError, match="multiple of log_every"):
         _config(data_dir, total_steps=125)

@@ -374,8 +374,10 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
         if not config_path.exists():
             raise EvorError(f"Cannot resume: {config_path} does not exist.")
         saved = json.loads(config_path.read_text())
-        if saved != _config_json(config):
-            raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config.")
+        differences = _config_differences(saved, _config_json(config))
+        if differences:
+            raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config "
+                            f"({'; '.join(differences)}). Set the saved values explicitly (--set) to continue it.")
     elif config_path.exists() and checkpoints(run_dir):
         raise EvorError(f"{run_dir} already holds a run; use --resume to continue it or choose another directory.")
     try:
@@ -544,7 +546,23 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
 
 
 def _config_json(config: TrainConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    """The config as written to config.json: agent and inference settings resolved to every field, so
+    a run keeps its meaning when a library default changes later."""
+    agent_cls = get_agent_class(config.agent_name)
+    resolved = dataclasses.replace(config, agent=dataclasses.asdict(agent_config(agent_cls, config.agent)),
+                                   inference=dataclasses.asdict(inference_settings(agent_cls, config.inference)))
+    return json.loads(json.dumps(dataclasses.asdict(resolved)))
+
+
+def _config_differences(saved: dict, requested: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(requested)):
+        a, b = saved.get(key, "(absent)"), requested.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: saved {a!r}, requested {b!r}")
+    return out
 
 
 def _sidecar(config: TrainConfig) -> dict | None:
