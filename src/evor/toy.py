@@ -107,6 +107,9 @@ class ChainMDP:
     def exact(self, state: int, action: float):
         return self.return_distribution(state, action > 0)
 
+    def action_matters(self, state: int) -> bool:
+        return True  # advance or stay, in every state
+
 
 @dataclasses.dataclass(frozen=True)
 class ForkMDP:
@@ -161,6 +164,9 @@ class ForkMDP:
             return (np.array([self._path_return(state, action, True), self._path_return(state, action, False)]),
                     np.array([p, 1 - p]))
         return np.array([self._path_return(state, action, False)]), np.array([1.0])
+
+    def action_matters(self, state: int) -> bool:
+        return state == 1  # only the fork chooses; elsewhere every action moves on
 
     def state_actions(self):
         return [(0, 0.5, "start"), (1, 0.5, "fork->goal"), (1, -0.5, "fork->corridor"), (2, 0.5, "corridor[0]"),
