@@ -36,6 +36,7 @@ TRAINING = {  # return-flow target settings compared at equal wall time
     "1-step rk4x8": dict(target_horizon=1, target_return_flow_steps=8, target_integrator="rk4"),
     "10-step euler10": dict(target_horizon=10, target_return_flow_steps=10, target_integrator="euler"),
     "MC euler10": dict(target_horizon=0, target_return_flow_steps=10, target_integrator="euler"),
+    "MC midpoint5": dict(target_horizon=0, target_return_flow_steps=5, target_integrator="midpoint"),
 }
 READOUTS = {  # inference settings of Z; the first two cost the same (10 velocity calls per sample)
     "euler10": dict(integrator="euler", return_flow_steps=10),
