@@ -16,6 +16,7 @@ what a perfect fit of this finite dataset would score.
 """
 
 import argparse
+import json
 import time
 
 import jax
@@ -139,6 +140,24 @@ def print_row(name: str, steps, s: dict):
           + " ".join(f"{s[f'max_abs_q_err_pct_tau{t:g}']:7.2f}" for t in TAUS), flush=True)
 
 
+def markdown(report: list[dict]) -> str:
+    """One table per MDP (maxima over state-actions) and the verdict on the chain's targets."""
+    lines = []
+    for mdp_name in dict.fromkeys(r["mdp"] for r in report):
+        lines += [f"### {mdp_name}", "",
+                  "| training setting | readout | updates | max W1 % | std ratio | max mean err % | "
+                  + " | ".join(f"max Q* err % (tau {t:g})" for t in TAUS) + " | targets |",
+                  "|---|---|---|---|---|---|" + "---|" * len(TAUS) + "---|"]
+        for r in (r for r in report if r["mdp"] == mdp_name):
+            ratio = f"{r['min_std_ratio']:.2f}-{r['max_std_ratio']:.2f}" if r["min_std_ratio"] is not None else "-"
+            verdict = ("meets" if meets_targets(r) else "misses") if mdp_name == "chain5" and r["readout"] else ""
+            lines.append(f"| {r['training']} | {r['readout'] or '-'} | {r.get('steps', '-')} | {r['max_w1_pct']:.2f} | "
+                         f"{ratio} | {r['max_abs_mean_err_pct']:.2f} | "
+                         + " | ".join(f"{r[f'max_abs_q_err_pct_tau{t:g}']:.2f}" for t in TAUS) + f" | {verdict} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="training wall time per setting")
@@ -148,9 +167,18 @@ def main():
     parser.add_argument("--training", default=None, help="comma-separated subset of training setting names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--markdown", default=None, help="also write the tables as markdown")
+    parser.add_argument("--from-json", default=None, help="only render --markdown from an earlier --json")
     parser.add_argument("--pause-pattern", default=None,
                         help="SIGSTOP background processes matching this pattern while measuring")
     args = parser.parse_args()
+    if args.from_json:
+        from evor.data.files import atomic_write_text
+
+        with open(args.from_json) as f:
+            text = markdown(json.load(f))
+        atomic_write_text(args.markdown, text) if args.markdown else print(text)
+        return
     hidden = tuple(int(h) for h in args.hidden.split(","))
     chosen = {k: v for k, v in TRAINING.items() if args.training is None or k in args.training.split(",")}
     report = []
@@ -183,10 +211,12 @@ def main():
     for r in report:
         if r["mdp"] == "chain5" and r["readout"] is not None:
             print(f"  {r['training'] + ' / ' + r['readout']:44s} {'meets' if meets_targets(r) else 'misses'}")
-    if args.json:
-        from evor.data.files import atomic_write_json
+    from evor.data.files import atomic_write_json, atomic_write_text
 
+    if args.json:
         atomic_write_json(args.json, report)
+    if args.markdown:
+        atomic_write_text(args.markdown, markdown(report))
 
 
 if __name__ == "__main__":
