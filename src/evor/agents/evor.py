@@ -37,7 +37,7 @@ class EVORConfig:
     target_action_flow_steps: int = 10  # Euler steps sampling a' ~ pi_ref(s') inside the TD target
     # The return-flow target. Defaults chosen by measurement (docs/calibration.md): the spec's one-step
     # TD with 10 Euler steps learns 35-71% of the true spread on the calibration chain; Monte-Carlo
-    # returns-to-go (bootstrapping only where a recorded trajectory is cut) learn 98-102% of it.
+    # returns-to-go (bootstrapping only where a recorded trajectory is cut) learn 98-106% of it.
     target_return_flow_steps: int = 5  # steps integrating z' inside the TD target (separate from inference)
     target_integrator: str = "midpoint"  # 'euler' | 'midpoint' | 'rk4' for z' in the TD target
     target_horizon: int = 0  # 0: Monte-Carlo returns-to-go; 1: one-step TD; n: n-step along trajectories
@@ -68,8 +68,8 @@ class InferenceSettings:
     num_return_samples: int = 8  # M: return samples per candidate for Q*
     action_flow_steps: int = 10  # K_a: Euler steps of pi_ref
     # K_z and the integrator of Z: midpoint with 5 steps costs what 10 Euler steps cost (10 velocity calls)
-    # but Euler's first steps pull samples towards the mean (spread 86-95% of the truth on the calibration
-    # chain against 98-102%; docs/calibration.md).
+    # but Euler's first steps pull samples towards the mean (spread 79-91% of the truth on the calibration
+    # chain against 98-106% for midpoint 5 with EMA weights; docs/calibration.md).
     return_flow_steps: int = 5
     integrator: str = "midpoint"
     tau_q: float = 0.05  # tilt temperature of Q* (unit-scale returns); inf = mean return
