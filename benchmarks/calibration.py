@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from _synthetic import PausedJobs
-from evor.agents.evor import EVOR, EVORConfig, InferenceSettings, ReturnScale
+from evor.agents.evor import EVOR, RETURN_WEIGHTS, EVORConfig, InferenceSettings, ReturnScale
 from evor.data.sampler import transition_table
 from evor.data.targets import multistep_targets
 from evor.selection import soft_value
@@ -90,13 +90,13 @@ def pair_errors(returns, values, probs, scale: ReturnScale) -> dict:
 
 def measure(agent, params, mdp, readout: dict, samples=4000, seed=123) -> list[dict]:
     settings = InferenceSettings(**readout)
-    weights = {"online": "return_flow", "ema": "target_return_flow"}[settings.return_weights]
     key, rows = jax.random.PRNGKey(seed), []
     for s, a, label in mdp.state_actions():
         key, sub = jax.random.split(key)
         obs = jnp.asarray(mdp.observe(np.full(samples, s)))
         act = jnp.full((samples, 1), a)
-        z = agent.sample_returns(params[weights], obs, act, sub, settings.return_flow_steps, settings.integrator)
+        weights = params[RETURN_WEIGHTS[settings.return_weights]]
+        z = agent.sample_returns(weights, obs, act, sub, settings.return_flow_steps, settings.integrator)
         returns = np.asarray(agent.return_scale.from_unit(z[0, :, 0]), np.float64)
         rows.append({"pair": label, **pair_errors(returns, *mdp.exact(s, a), agent.return_scale)})
     return rows
