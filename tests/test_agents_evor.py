@@ -126,8 +126,46 @@ def test_inference_settings_are_validated():
             InferenceSettings(**bad).validate()
 
 
+def _coordination_dataset(episodes: int, seed: int) -> Dataset:
+    # Two-step episodes; the behaviour policy picks each action's sign at random (+-0.5 plus noise). The
+    # reward, at the second step, is 1 when both actions have the same sign. The second observation does
+    # not show the first action, so only a chunk of both actions can be valued (and chosen) correctly.
+    rng = np.random.default_rng(seed)
+    signs = np.where(rng.random((episodes, 2)) < 0.5, -1.0, 1.0)
+    actions = np.clip(0.5 * signs + 0.1 * rng.standard_normal((episodes, 2)), -1, 1).astype(np.float32)
+    obs = np.tile(np.array([[0.0], [1.0]], np.float32), (episodes, 1))
+    rewards = np.stack([np.zeros(episodes), (signs[:, 0] == signs[:, 1]).astype(np.float64)], 1).reshape(-1)
+    return Dataset.from_arrays("coordination", observations=obs, actions=actions.reshape(-1, 1), rewards=rewards,
+                               masks=np.tile([1.0, 0.0], episodes), ends=np.tile([0.0, 1.0], episodes),
+                               next_observations=np.tile(np.array([[1.0], [2.0]], np.float32), (episodes, 1)))
+
+
+def test_evor_with_chunks_values_and_chooses_coordinated_action_pairs():
+    # Z(s0, (a0, a1)) is gamma * 1 = 0.9 when the signs match, else 0 (exact, deterministic). Half of
+    # pi_ref's chunks match; rejection sampling at tau_R = 0 (argmax) over 16 of them must pick a
+    # matching one almost always. Single-step EVOR cannot do this here (Q(s0, a0) is 0.45 for both signs).
+    config = EVORConfig(hidden_dims=(64, 64), learning_rate=1e-3, discount=0.9, horizon=2, num_return_flows=1)
+    agent = EVOR(config, 1, 1, ReturnScale.from_rewards(0.0, 1.0, 0.9))
+    state = fit(agent, _coordination_dataset(4000, seed=0), 2000, batch_size=256, seed=0)
+    settings = InferenceSettings(tau_r=0.0)
+    params = state[RETURN_WEIGHTS[settings.return_weights]]
+    obs = jnp.zeros((2000, 1))
+    for chunk, expected in (((0.5, 0.5), 0.9), ((-0.5, -0.5), 0.9), ((0.5, -0.5), 0.0), ((-0.5, 0.5), 0.0)):
+        z = agent.sample_returns(params, obs, jnp.tile(jnp.array(chunk), (2000, 1)), jax.random.PRNGKey(3),
+                                 settings.return_flow_steps, settings.integrator)[0, :, 0]
+        mean = float(np.mean(np.asarray(agent.return_scale.from_unit(z))))
+        assert abs(mean - expected) < 0.15, (chunk, mean)
+    chosen = np.asarray(jax.jit(lambda s, o, k: agent.act(s, o, k, settings))(state, obs, jax.random.PRNGKey(4)))
+    assert chosen.shape == (2000, 2)
+    behaviour = np.asarray(agent.sample_actions(state["actor"], obs, jax.random.PRNGKey(5), 10))
+    behaviour_matched = np.mean(np.sign(behaviour[:, 0]) == np.sign(behaviour[:, 1]))
+    assert 0.35 < behaviour_matched < 0.65, behaviour_matched  # pi_ref keeps the signs independent
+    assert np.mean(np.sign(chosen[:, 0]) == np.sign(chosen[:, 1])) > 0.9  # measured 0.98
+
+
 def test_agent_config_is_validated():
     for bad in (dict(target_integrator="leapfrog"), dict(next_action="random"), dict(target_horizon=-2),
-                dict(discount=1.0)):
+                dict(discount=1.0), dict(horizon=0), dict(horizon=5, target_horizon=3),
+                dict(horizon=2, next_action="dataset")):
         with pytest.raises(ConfigError):
             EVORConfig(**bad).validate()

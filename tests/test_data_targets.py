@@ -75,3 +75,21 @@ def test_action_chunks_against_a_hand_built_episode():
     np.testing.assert_array_equal(np.asarray(table["valid_rows"]), [0, 1, 2, 3, 4])
     batch = sample_chunks(table, jax.random.PRNGKey(0), 500)
     assert set(np.asarray(batch["observations"])[:, 0].astype(int)) == {0, 1, 2, 3, 4}
+
+
+def test_action_chunks_with_their_own_target_horizon():
+    # EVOR with chunks: chunks of 2 actions, Monte-Carlo targets (bootstrapping only at the cut).
+    from evor.data.sampler import chunk_table
+
+    d = _dataset()
+    actions = np.arange(7, dtype=np.float32)[:, None] / 10
+    d = Dataset.from_arrays("hand-built", observations=d.observations, actions=actions, rewards=d.rewards,
+                            masks=d.masks, ends=d.ends, next_observations=d.next_observations)
+    table = chunk_table(d, G, 2, target_horizon=0)
+    np.testing.assert_allclose(np.asarray(table["action_chunks"])[[0, 3, 4]], [[0.0, 0.1], [0.3, 0.3], [0.4, 0.5]])
+    np.testing.assert_allclose(np.asarray(table["partial_returns"])[[0, 4]],
+                               [1 + G * 2 + G**2 * 3 + G**3 * 4, 10 + G * 20 + G**2 * 30], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(table["bootstrap_discounts"])[[0, 4, 5]], [0, G**3, G**2], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(table["bootstrap_observations"])[[4, 5]], [[6.5], [6.5]])
+    # the chunk starting at row 6 would run past the cut; every other chunk fits (row 3 terminates)
+    np.testing.assert_array_equal(np.asarray(table["valid_rows"]), [0, 1, 2, 3, 4, 5])

@@ -76,3 +76,21 @@ def test_monte_carlo_rows_keep_returns_known_to_within_the_tail_weight():
     # Tails: A all 0; B 0.125, 0.25, 0.5 -> only B's first row passes 0.2.
     np.testing.assert_array_equal(rows, [0, 1, 2, 3])
     np.testing.assert_allclose(returns, [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3, 1 + 0.5 + 0.25])
+
+
+def test_chunked_agents_are_diagnosed_on_recorded_chunks_that_fit_their_trajectory():
+    from evor.diagnostics import with_actions
+
+    masks = np.array([1, 1, 0, 1, 1, 1], np.float32)
+    ends = np.array([0, 0, 1, 0, 0, 1], np.float32)
+    obs = np.arange(6, dtype=np.float32)[:, None]
+    actions = np.arange(6, dtype=np.float32)[:, None] / 10
+    data = Dataset.from_arrays("hand", observations=obs, next_observations=obs + 1, actions=actions,
+                               rewards=np.ones(6, np.float32), masks=masks, ends=ends)
+    rows, returns = monte_carlo_rows(data, discount=0.5, max_tail=1.0)
+    kept, kept_returns, chunks = with_actions(data, rows, returns, 2, 0.5)
+    np.testing.assert_array_equal(kept, [0, 1, 2, 3, 4])  # row 5's chunk would run past the cut
+    np.testing.assert_allclose(kept_returns, returns[:5])
+    np.testing.assert_allclose(chunks, [[0.0, 0.1], [0.1, 0.2], [0.2, 0.2], [0.3, 0.4], [0.4, 0.5]])
+    _, _, single = with_actions(data, rows, returns, 1, 0.5)
+    np.testing.assert_allclose(single, actions)

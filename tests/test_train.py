@@ -76,6 +76,16 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
         train(_config(data_dir), tmp_path / "run", show_progress=False)
     with pytest.raises(EvorError, match="differs.*seed: saved 0, requested 5"):
         train(_config(data_dir, seed=5), tmp_path / "run", resume=True, show_progress=False)
+    # a config.json written before EVOR had a chunk length (`horizon`, default 1 = the old behaviour)
+    # resumes; one without a field whose meaning changed since (target_horizon) is refused
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["agent"]["horizon"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    train(_config(data_dir), tmp_path / "run", resume=True, show_progress=False)
+    del saved["agent"]["target_horizon"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(EvorError, match="target_horizon: saved '\\(absent\\)', requested 0"):
+        train(_config(data_dir), tmp_path / "run", resume=True, show_progress=False)
     with pytest.raises(ConfigError, match="multiple of log_every"):
         _config(data_dir, total_steps=125)
     with pytest.raises(ConfigError, match="Unknown agent config field"):
@@ -87,7 +97,7 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
 
 
 @pytest.mark.parametrize("agent, overrides, action_dim", [
-    ("evor", {}, 5), ("qc", {"agent": {"horizon": 1}}, 5), ("qc", {"agent": {"horizon": 5}}, 25),
+    ("evor", {}, 5), ("evor", {"agent": {"horizon": 3}}, 15), ("qc", {"agent": {"horizon": 1}}, 5), ("qc", {"agent": {"horizon": 5}}, 25),
     ("fql", {}, 5), ("ifql", {}, 5)])
 def test_every_agent_trains_saves_loads_and_acts(data_dir, tmp_path, agent, overrides, action_dim):
     config = make_config("tiny", task=TASK, data_dir=str(data_dir), agent_name=agent, eval_every=0, **overrides)

@@ -26,6 +26,7 @@ from evor.errors import ConfigError, EvorError
 # Agent labels -> (agent name, agent config overrides).
 AGENT_LABELS = {
     "evor": ("evor", {}),
+    "evor5": ("evor", {"horizon": 5}),
     "qc1": ("qc", {"horizon": 1}),
     "qc5": ("qc", {"horizon": 5}),
     "fql": ("fql", {}),

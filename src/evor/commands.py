@@ -8,6 +8,8 @@ from pathlib import Path
 
 from evor.errors import ConfigError
 
+CHUNKED_AGENTS = ("qc", "evor")  # agents with an action-chunk length (--horizon)
+
 # Inference settings exposed as grid flags on `evor eval`: flag -> (field, parser).
 _GRID_FLAGS = {
     "num_candidates": "int", "num_return_samples": "int", "action_flow_steps": "int", "return_flow_steps": "int",
@@ -19,7 +21,8 @@ def add_commands(sub, int_list, float_list):
     train = sub.add_parser("train", help="train an agent on an OGBench task")
     train.add_argument("--task", default=None, help="e.g. cube-single-play-singletask-task2-v0")
     train.add_argument("--agent", default="evor", help="evor | qc | fql | ifql")
-    train.add_argument("--horizon", type=int, default=None, help="action-chunk length for --agent qc (QC-1: 1, QC-5: 5)")
+    train.add_argument("--horizon", type=int, default=None,
+                       help="action-chunk length for --agent qc (QC-1: 1, QC-5: 5) or evor (default 1)")
     train.add_argument("--preset", default="cpu", help="cpu | paper | tiny (data files in evor/presets)")
     train.add_argument("--config", default=None, help="JSON file of config fields, applied over the preset")
     train.add_argument("--seed", type=int, default=None)
@@ -129,20 +132,21 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_train(args):
+    from evor.report import method_label
     from evor.train import load_config_file, make_config, train, train_seeds
 
     overrides = load_config_file(args.config) if args.config else {}
     if args.horizon is not None:
-        if args.agent != "qc":
-            raise ConfigError("--horizon applies to --agent qc only (action-chunk length).")
+        if args.agent not in CHUNKED_AGENTS:
+            raise ConfigError(f"--horizon (action-chunk length) applies to --agent {' or '.join(CHUNKED_AGENTS)}, "
+                              f"not {args.agent}.")
         overrides["agent"] = {**overrides.get("agent", {}), "horizon": args.horizon}
     for key, value in _parse_overrides(args.set).items():
         overrides[key] = {**overrides.get(key, {}), **value} if key in ("agent", "inference") else value
     overrides.update({k: v for k, v in dict(task=args.task, agent_name=args.agent, seed=args.seed,
                                             total_steps=args.steps, data_dir=args.data_dir).items() if v is not None})
     config = make_config(args.preset, **overrides)
-    name = config.agent_name + (f"{config.agent['horizon']}" if config.agent_name == "qc" and "horizon" in config.agent
-                                else "")
+    name = method_label({"agent_name": config.agent_name, "agent": config.agent})  # qc5, evor5, fql, ...
     if args.seeds is not None:
         if args.seed is not None:
             raise ConfigError("Give either --seed or --seeds, not both.")

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from evor.agents.evor import RETURN_WEIGHTS
+from evor.data.sampler import chunk_table
 from evor.data.targets import multistep_targets
 from evor.errors import EvorError
 
@@ -91,6 +92,16 @@ def monte_carlo_rows(dataset, discount: float, max_tail: float = 0.01):
     targets = multistep_targets(dataset, discount, horizon=0)
     rows = np.flatnonzero(targets.bootstrap_discounts <= max_tail)
     return rows, targets.partial_returns[rows]
+
+
+def with_actions(dataset, rows, returns, horizon: int, discount: float):
+    """(rows, returns, actions) restricted to the rows whose chunk of `horizon` recorded actions fits in
+    its trajectory; the actions are those chunks (h * action_dim), single actions when h = 1."""
+    if horizon == 1:
+        return rows, returns, dataset.actions[rows]
+    table = chunk_table(dataset, discount, horizon)
+    keep = np.isin(rows, np.asarray(table["valid_rows"]))
+    return rows[keep], returns[keep], np.asarray(table["action_chunks"])[rows[keep]]
 
 
 def return_samples(run, observations, actions, num_samples: int, key, batch: int = 256,
@@ -158,13 +169,14 @@ def diagnose(run, num_transitions: int = 2000, num_samples: int = 64, max_tail: 
     _, _, val = load_task(run.config.task, data_dir=run.config.data_dir, env=False)
     discount = run.agent.config.discount
     rows, returns = monte_carlo_rows(val, discount, max_tail)
+    rows, returns, actions = with_actions(val, rows, returns, getattr(run.agent, "action_horizon", 1), discount)
     if len(rows) == 0:
         raise EvorError(f"No validation transition of {run.config.task} has a return-to-go known to within "
                         f"{max_tail} of discount weight (trajectories too short for gamma = {discount}).")
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(rows), size=min(num_transitions, len(rows)), replace=False))
-    rows, returns = rows[pick], returns[pick]
-    samples = return_samples(run, val.observations[rows], val.actions[rows], num_samples, jax.random.PRNGKey(seed))
+    rows, returns, actions = rows[pick], returns[pick], actions[pick]
+    samples = return_samples(run, val.observations[rows], actions, num_samples, jax.random.PRNGKey(seed))
     report = {"task": run.config.task, "step": run.step, "discount": discount, "max_tail": max_tail,
               "validation": distribution_scores(samples, returns, seed)}
     if initial_episodes:

@@ -72,8 +72,11 @@ class RunRecord:
 
 
 def method_label(config: dict) -> str:
+    horizon = config.get("agent", {}).get("horizon")
     if config["agent_name"] == "qc":
-        return f"qc{config.get('agent', {}).get('horizon', 5)}"
+        return f"qc{horizon or 5}"  # QC's default chunk is 5
+    if config["agent_name"] == "evor" and horizon not in (None, 1):
+        return f"evor{horizon}"
     return config["agent_name"]
 
 

@@ -373,7 +373,7 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
     if resume:
         if not config_path.exists():
             raise EvorError(f"Cannot resume: {config_path} does not exist.")
-        saved = json.loads(config_path.read_text())
+        saved = _with_added_fields(json.loads(config_path.read_text()), config.agent_name)
         differences = _config_differences(saved, _config_json(config))
         if differences:
             raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config "
@@ -552,6 +552,23 @@ def _config_json(config: TrainConfig) -> dict:
     resolved = dataclasses.replace(config, agent=dataclasses.asdict(agent_config(agent_cls, config.agent)),
                                    inference=dataclasses.asdict(inference_settings(agent_cls, config.inference)))
     return json.loads(json.dumps(dataclasses.asdict(resolved)))
+
+
+# Fields added to an agent's config or settings after runs were written with the full-field config.json:
+# (agent, section, field). Each was added with a default that reproduces the behaviour before it
+# existed, so a saved config without it means that default. Other absent fields still count as different.
+FIELDS_ADDED_LATER = {("evor", "agent", "horizon")}
+
+
+def _with_added_fields(saved: dict, agent_name: str) -> dict:
+    """A saved config with FIELDS_ADDED_LATER filled in at their defaults where it lacks them."""
+    agent_cls = get_agent_class(agent_name)
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
+    for name, section, field in FIELDS_ADDED_LATER:
+        cls = agent_cls.Config if section == "agent" else agent_cls.Settings
+        if name == agent_name and isinstance(out.get(section), dict) and field not in out[section]:
+            out[section][field] = json.loads(json.dumps(getattr(cls(), field)))
+    return out
 
 
 def _config_differences(saved: dict, requested: dict, prefix: str = "") -> list[str]:

@@ -6,6 +6,9 @@
           no distillation, no gradient through any ODE.
   Part 3  Q*(s,a) = tau_Q * log mean_j exp(z_j / tau_Q) over M return samples.
   Part 4  Act: N candidates from pi_ref, scored by Q*, one chosen by rejection sampling.
+With `horizon` h > 1 "a" is a chunk a_{t:t+h} of h actions (as in QC): pi_ref and Z model the flattened
+chunk, Z(s_t, a_{t:t+h}) is the return of executing it and then following pi_ref, and the chosen chunk
+is executed open-loop.
 All of Part 3-4's knobs (N, M, flow steps, tau_Q, tau_R, selection) are inference settings: the
 same trained state serves every setting.
 """
@@ -20,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from evor.agents.common import BehaviourFlow, adam_step, polyak, scan_updates
-from evor.data.sampler import sample_batch, transition_table
+from evor.data.sampler import chunk_table, sample_batch, sample_chunks, transition_table
 from evor.flows import INTEGRATORS, flow_matching_loss, integrate
 from evor.nets import MLP, init_ensemble
 from evor.selection import SELECTION_RULES, select, soft_value
@@ -42,6 +45,9 @@ class EVORConfig:
     target_integrator: str = "midpoint"  # 'euler' | 'midpoint' | 'rk4' for z' in the TD target
     target_horizon: int = 0  # 0: Monte-Carlo returns-to-go; 1: one-step TD; n: n-step along trajectories
     next_action: str = "policy"  # a' in the TD target: 'policy' (a' ~ pi_ref) or 'dataset'
+    # h: actions per chunk. target_horizon still counts environment steps; with chunks a TD target must
+    # look at least one chunk ahead (the chunk's own actions are the dataset's, recorded in the table).
+    horizon: int = 1
 
     def validate(self) -> None:
         from evor.errors import ConfigError
@@ -52,6 +58,13 @@ class EVORConfig:
             raise ConfigError(f"next_action must be 'policy' or 'dataset', got '{self.next_action}'.")
         if self.target_horizon < 0:
             raise ConfigError(f"target_horizon must be >= 0 (0 = Monte-Carlo), got {self.target_horizon}.")
+        if self.horizon < 1:
+            raise ConfigError(f"horizon must be >= 1 (actions per chunk), got {self.horizon}.")
+        if self.horizon > 1 and 0 < self.target_horizon < self.horizon:
+            raise ConfigError(f"target_horizon {self.target_horizon} is shorter than the action chunk (horizon "
+                              f"{self.horizon}): use 0 (Monte-Carlo) or at least {self.horizon} steps.")
+        if self.horizon > 1 and self.next_action != "policy":
+            raise ConfigError("next_action 'dataset' needs single actions; with horizon > 1 use 'policy'.")
         if not 0 < self.discount < 1:
             raise ConfigError(f"discount must be in (0, 1), got {self.discount}.")
         for name in ("num_return_flows", "target_action_flow_steps", "target_return_flow_steps"):
@@ -127,29 +140,35 @@ class EVOR:
     name = "evor"
     Config = EVORConfig
     Settings = InferenceSettings
-    action_horizon = 1
-
-    sample = staticmethod(sample_batch)  # how a training batch is drawn from the table
 
     def __init__(self, config: EVORConfig, observation_dim: int, action_dim: int, return_scale: ReturnScale):
         config.validate()
         self.config = config
         self.observation_dim = observation_dim
-        self.action_dim = action_dim
+        self.action_dim = action_dim  # of one environment step
+        self.action_horizon = config.horizon
+        self.chunk_dim = action_dim * config.horizon  # what pi_ref and Z see as "the action"
+        # how a training batch is drawn: chunks only where they fit in their recorded trajectory
+        self.sample = sample_batch if config.horizon == 1 else sample_chunks
         self.return_scale = return_scale
-        self.behaviour = BehaviourFlow(config.hidden_dims, action_dim)
+        self.behaviour = BehaviourFlow(config.hidden_dims, self.chunk_dim)
         self.return_net = MLP(config.hidden_dims, 1, layer_norm=config.return_layer_norm)
         self.optimizer = optax.adam(config.learning_rate)
 
     # ----------------------------------------------------------------- state
 
     def make_table(self, dataset):
-        return transition_table(dataset, self.config.discount, self.config.target_horizon)
+        config = self.config
+        if config.horizon == 1:
+            return transition_table(dataset, config.discount, config.target_horizon)
+        table = chunk_table(dataset, config.discount, config.horizon, target_horizon=config.target_horizon)
+        table["actions"] = table.pop("action_chunks")
+        return table
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         actor_key, return_key = jax.random.split(key)
         obs = jnp.zeros((1, self.observation_dim))
-        act = jnp.zeros((1, self.action_dim))
+        act = jnp.zeros((1, self.chunk_dim))
         actor = self.behaviour.init(actor_key, self.observation_dim)
         returns = init_ensemble(self.return_net, return_key, self.config.num_return_flows,
                                 jnp.concatenate([obs, act, jnp.zeros((1, 2))], -1))
@@ -244,7 +263,7 @@ class EVOR:
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key, target_key, return_key = jax.random.split(key, 4)
-        batch = sample_batch(table, sample_key, batch_size)
+        batch = self.sample(table, sample_key, batch_size)
         targets = self.return_targets(state, batch, target_key)
         return {"val_actor_loss": self.actor_loss(state["actor"], batch, actor_key),
                 "val_return_loss": self.return_loss(state["return_flow"], targets, batch, return_key)
@@ -268,7 +287,7 @@ class EVOR:
         return q.mean(axis=0) if settings.ensemble == "mean" else q.min(axis=0)
 
     def act(self, state, obs, key, settings: InferenceSettings):
-        """Actions for a batch of observations (B, obs_dim) -> (B, action_dim)."""
+        """Actions for a batch of observations (B, obs_dim) -> (B, h * action_dim)."""
         candidate_key, value_key, select_key = jax.random.split(key, 3)
         n = settings.num_candidates
         obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))

@@ -41,34 +41,39 @@ def sample_batch(table: dict[str, jnp.ndarray], key: jax.Array, batch_size: int)
     return jax.tree.map(lambda column: column[rows], table)
 
 
-def chunk_table(dataset: Dataset, discount: float, horizon: int) -> dict[str, jnp.ndarray]:
+def chunk_table(dataset: Dataset, discount: float, horizon: int,
+                target_horizon: int | None = None) -> dict[str, jnp.ndarray]:
     """Rows for action chunks a_{t:t+h} of h consecutive steps within one trajectory.
 
     - `action_chunks` (T, h * action_dim): the dataset's actions a_t..a_{t+h-1}; after a true
       termination inside the chunk the last action is repeated (those steps never happen).
-    - `partial_returns` = sum_{k<K} gamma^k r_{t+k}, K = h or the steps up to a termination;
-      `bootstrap_discounts` = gamma^h (0 after a termination); `bootstrap_observations` = s_{t+h}.
-    - `valid` (T,): 1 where the chunk fits in its recorded trajectory. A chunk that would run past a
+    - `partial_returns` = sum_{k<K} gamma^k r_{t+k}, K = n or the steps up to a termination;
+      `bootstrap_discounts` = gamma^n (0 after a termination); `bootstrap_observations` = s_{t+n}.
+      n = h unless `target_horizon` is given (0: Monte-Carlo returns-to-go, bootstrapping only
+      where a trajectory is cut; see evor.data.targets). QC bootstraps one chunk ahead; EVOR with
+      chunks uses its own target horizon.
+    - `valid_rows`: the rows whose chunk fits in its recorded trajectory. A chunk that would run past a
       trajectory cut has no recorded actions to fill it and is never sampled (`sample_chunks`).
     """
     if horizon < 1:
         raise ValueError(f"chunk horizon must be >= 1, got {horizon}")
-    targets = multistep_targets(dataset, discount, horizon)
+    walk = multistep_targets(dataset, discount, horizon)
     rows = np.arange(len(dataset))
-    last = targets.bootstrap_rows.astype(np.int64)  # last row of the chunk's walk
-    terminated = targets.bootstrap_discounts == 0
+    last = walk.bootstrap_rows.astype(np.int64)  # last row of the chunk's walk
+    terminated = walk.bootstrap_discounts == 0
     valid = (last - rows == horizon - 1) | terminated
     steps = np.minimum(rows[:, None] + np.arange(horizon)[None, :], last[:, None])
     chunks = dataset.actions[steps].reshape(len(dataset), -1)
     valid_rows = np.flatnonzero(valid)
     if valid_rows.size == 0:
         raise ValueError(f"no trajectory in {dataset.source} is long enough for chunks of {horizon} steps")
+    targets = walk if target_horizon is None else multistep_targets(dataset, discount, target_horizon)
     return {
         "observations": jnp.asarray(dataset.observations),
         "action_chunks": jnp.asarray(chunks),
         "partial_returns": jnp.asarray(targets.partial_returns),
         "bootstrap_discounts": jnp.asarray(targets.bootstrap_discounts),
-        "bootstrap_observations": jnp.asarray(dataset.next_observations[last]),
+        "bootstrap_observations": jnp.asarray(dataset.next_observations[targets.bootstrap_rows]),
         "valid_rows": jnp.asarray(valid_rows.astype(np.int32)),
     }
 
