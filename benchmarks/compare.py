@@ -37,6 +37,8 @@ def main():
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: tabulate the finished cells and name the missing ones")
     args = parser.parse_args()
     tasks, labels = args.tasks.split(","), args.agents.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -50,29 +52,38 @@ def main():
         overrides["eval_every"] = 0
     cells = [Cell(task, label, seed, args.preset, args.episodes, args.out, tuple(sorted(overrides.items())))
              for seed in seeds for task in tasks for label in labels]
-    failed = run_local(cells, args.jobs)
-    if failed:
-        raise SystemExit(f"{len(failed)} cell(s) failed; see bench.log in their run directories")
+    if args.table_only:
+        missing = [c for c in cells if not c.done()]
+        for cell in missing:
+            print(f"[compare] not finished: {cell.task} {cell.label} seed {cell.seed}")
+        cells = [c for c in cells if c.done()]
+    else:
+        failed = run_local(cells, args.jobs)
+        if failed:
+            raise SystemExit(f"{len(failed)} cell(s) failed; see bench.log in their run directories")
 
     table = []
     for task in tasks:
         for label in labels:
-            results = [cell_summary(c) for c in cells if (c.task, c.label) == (task, label)]
+            done = [c for c in cells if (c.task, c.label) == (task, label)]
+            if not done:
+                continue
+            results = [cell_summary(c) for c in done]
             success = [r["success_rate"] for r in results]
             low, high = stratified_bootstrap([success], np.mean)  # one stratum: a plain bootstrap of the mean
-            table.append({"task": task, "agent": label, "seeds": seeds, "success": success,
+            table.append({"task": task, "agent": label, "seeds": [c.seed for c in done], "success": success,
                           "mean": float(np.mean(success)), "std": float(np.std(success)), "ci95": [low, high],
                           "updates_per_second": float(np.mean([r["updates_per_second"] for r in results]))})
     threads = "one core and one XLA thread per run" if args.jobs > 1 else "all cores per run"
     lines = [f"Preset {args.preset}, {args.episodes} evaluation episodes per seed, seeds {seeds}; "
              f"{args.jobs} run(s) at a time, {threads}", "",
-             "| task | agent | success % (mean ± std) | 95% bootstrap CI | per seed | updates/s |",
-             "|---|---|---|---|---|---|"]
+             "| task | agent | seeds | success % (mean ± std) | 95% bootstrap CI | per seed | updates/s |",
+             "|---|---|---|---|---|---|---|"]
     for row in table:
         per_seed = " / ".join(f"{100 * s:.0f}" for s in row["success"])
-        lines.append(f"| {row['task']} | {row['agent']} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} | "
-                     f"[{100 * row['ci95'][0]:.1f}, {100 * row['ci95'][1]:.1f}] | {per_seed} | "
-                     f"{row['updates_per_second']:.1f} |")
+        lines.append(f"| {row['task']} | {row['agent']} | {len(row['seeds'])} | {100 * row['mean']:.1f} ± "
+                     f"{100 * row['std']:.1f} | [{100 * row['ci95'][0]:.1f}, {100 * row['ci95'][1]:.1f}] | "
+                     f"{per_seed} | {row['updates_per_second']:.1f} |")
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     atomic_write_json(Path(args.out) / "compare.json", {"preset": args.preset, "episodes": args.episodes,

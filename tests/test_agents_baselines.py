@@ -73,6 +73,16 @@ def test_fql_one_step_policy_raises_q_while_staying_near_the_behaviour_modes():
     assert near_mode(mu) > near_mode(flow) - 0.05, (near_mode(mu), near_mode(flow))
 
 
+def test_fql_distillation_is_a_mean_over_action_dimensions():
+    # The FQL paper's alpha (300 for cube) was tuned with a per-element mean: an offset of 1 in each
+    # of 5 action dimensions costs 1, not 5; half the rows off by 2 in one dimension cost 4 / 5 / 2.
+    from evor.agents.fql import distillation_loss
+
+    assert float(distillation_loss(jnp.ones((4, 5)), jnp.zeros((4, 5)))) == pytest.approx(1.0)
+    actions = jnp.zeros((4, 5)).at[:2, 0].set(2.0)
+    assert float(distillation_loss(actions, jnp.zeros((4, 5)))) == pytest.approx(0.4)
+
+
 @pytest.mark.parametrize("expectile, p", [(0.9, 0.3), (0.5, 0.3), (0.7, 0.8)])
 def test_expectile_regression_matches_its_closed_form(expectile, p):
     # For targets in {0, 1} with P(1) = p, the tau-expectile is tau p / (tau p + (1 - tau)(1 - p)).

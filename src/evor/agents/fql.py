@@ -2,9 +2,11 @@
 
   pi_ref(a|s): flow-matching behaviour cloning.
   mu_w(s, z): a one-step policy from noise z ~ N(0, I), trained with
-      L(w) = alpha * ||mu_w(s, z) - flow(s, z)||^2 - mean_e Q_e(s, mu_w(s, z)),
+      L(w) = alpha * ||mu_w(s, z) - flow(s, z)||^2 / d - mean_e Q_e(s, clip(mu_w(s, z))),
       where flow(s, z) is pi_ref's ODE solution from the same noise; the flow output and the critic
-      are held fixed in this loss (no gradient reaches them).
+      are held fixed in this loss (no gradient reaches them). The squared distance is averaged over
+      the d action dimensions: the paper's alpha per family (300 for cube) was tuned with its code's
+      per-element mean, so a sum over dimensions would regularise d times harder (5x on cube).
   Q_e: MSE TD to r + gamma m mean_e Qbar_e(s', mu_w(s', z')).
   Act: a = mu_w(s, z), one network call.
 """
@@ -54,6 +56,11 @@ class FQLSettings:
         pass
 
 
+def distillation_loss(actions, flow_actions):
+    """Mean over the batch and the action dimensions of the squared difference (the scale alpha is for)."""
+    return jnp.mean((actions - flow_actions) ** 2)
+
+
 class FQL:
     name = "fql"
     Config = FQLConfig
@@ -98,14 +105,14 @@ class FQL:
         return jnp.mean((q - y[None]) ** 2, axis=1).sum(), q.mean()
 
     def one_step_loss(self, one_step, state, batch, key):
-        """alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, mu(s, z)); flow and critic receive no gradient."""
+        """alpha * distillation(mu(s, z), flow(s, z)) - Q(s, clip(mu(s, z))); flow and critic get no gradient."""
         obs = batch["observations"]
         noise = jax.random.normal(key, batch["actions"].shape)
         flow_actions = jax.lax.stop_gradient(
             self.behaviour.sample_from_noise(state["actor"], obs, noise, self.config.flow_steps))
-        actions = self.policy_actions(one_step, obs, noise)
-        distill = jnp.mean(jnp.sum((actions - flow_actions) ** 2, axis=-1))
-        q = self.critic(jax.lax.stop_gradient(state["critic"]), obs, actions).mean(axis=0)
+        raw = self.one_step.apply(one_step, jnp.concatenate([obs, noise], -1))  # distilled before clipping
+        distill = distillation_loss(raw, flow_actions)
+        q = self.critic(jax.lax.stop_gradient(state["critic"]), obs, jnp.clip(raw, -1.0, 1.0)).mean(axis=0)
         return self.config.alpha * distill - q.mean(), distill
 
     def update(self, state, batch, key):
