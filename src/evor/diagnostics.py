@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from evor.agents.evor import RETURN_WEIGHTS
-from evor.data.sampler import chunk_table
+from evor.data.sampler import action_chunks
 from evor.data.targets import multistep_targets
 from evor.errors import EvorError
 
@@ -99,9 +99,9 @@ def with_actions(dataset, rows, returns, horizon: int, discount: float):
     its trajectory; the actions are those chunks (h * action_dim), single actions when h = 1."""
     if horizon == 1:
         return rows, returns, dataset.actions[rows]
-    table = chunk_table(dataset, discount, horizon)
-    keep = np.isin(rows, np.asarray(table["valid_rows"]))
-    return rows[keep], returns[keep], np.asarray(table["action_chunks"])[rows[keep]]
+    _, chunks, valid_rows = action_chunks(dataset, discount, horizon)  # numpy only: no device table
+    keep = np.isin(rows, valid_rows)
+    return rows[keep], returns[keep], chunks[rows[keep]]
 
 
 def return_samples(run, observations, actions, num_samples: int, key, batch: int = 256,

@@ -41,6 +41,23 @@ def sample_batch(table: dict[str, jnp.ndarray], key: jax.Array, batch_size: int)
     return jax.tree.map(lambda column: column[rows], table)
 
 
+def action_chunks(dataset: Dataset, discount: float, horizon: int):
+    """(the h-step walk's targets, chunks (T, h * action_dim), the rows whose chunk fits its trajectory)."""
+    if horizon < 1:
+        raise ValueError(f"chunk horizon must be >= 1, got {horizon}")
+    walk = multistep_targets(dataset, discount, horizon)
+    rows = np.arange(len(dataset))
+    last = walk.bootstrap_rows.astype(np.int64)  # last row of the chunk's walk
+    terminated = walk.bootstrap_discounts == 0
+    valid = (last - rows == horizon - 1) | terminated
+    steps = np.minimum(rows[:, None] + np.arange(horizon)[None, :], last[:, None])
+    chunks = dataset.actions[steps].reshape(len(dataset), -1)
+    valid_rows = np.flatnonzero(valid)
+    if valid_rows.size == 0:
+        raise ValueError(f"no trajectory in {dataset.source} is long enough for chunks of {horizon} steps")
+    return walk, chunks, valid_rows
+
+
 def chunk_table(dataset: Dataset, discount: float, horizon: int,
                 target_horizon: int | None = None) -> dict[str, jnp.ndarray]:
     """Rows for action chunks a_{t:t+h} of h consecutive steps within one trajectory.
@@ -55,18 +72,7 @@ def chunk_table(dataset: Dataset, discount: float, horizon: int,
     - `valid_rows`: the rows whose chunk fits in its recorded trajectory. A chunk that would run past a
       trajectory cut has no recorded actions to fill it and is never sampled (`sample_chunks`).
     """
-    if horizon < 1:
-        raise ValueError(f"chunk horizon must be >= 1, got {horizon}")
-    walk = multistep_targets(dataset, discount, horizon)
-    rows = np.arange(len(dataset))
-    last = walk.bootstrap_rows.astype(np.int64)  # last row of the chunk's walk
-    terminated = walk.bootstrap_discounts == 0
-    valid = (last - rows == horizon - 1) | terminated
-    steps = np.minimum(rows[:, None] + np.arange(horizon)[None, :], last[:, None])
-    chunks = dataset.actions[steps].reshape(len(dataset), -1)
-    valid_rows = np.flatnonzero(valid)
-    if valid_rows.size == 0:
-        raise ValueError(f"no trajectory in {dataset.source} is long enough for chunks of {horizon} steps")
+    walk, chunks, valid_rows = action_chunks(dataset, discount, horizon)
     targets = walk if target_horizon is None else multistep_targets(dataset, discount, target_horizon)
     return {
         "observations": jnp.asarray(dataset.observations),
