@@ -3,7 +3,11 @@
 Every agent is trained (or resumed, or reused when finished) with the same data pipeline, networks,
 loop and evaluation; then each final checkpoint is evaluated with the agent's default inference
 settings. Prints one table: success mean +- std over seeds, a 95% bootstrap interval of the mean,
-and training updates/s per agent; writes it as JSON and markdown next to the runs. The cells run on
+training updates/s per agent, and the reference agent's (--reference, default the first) mean success
+minus each agent's with a 95% bootstrap interval of that difference; with several tasks, also one
+across-task row per agent (each task weighted equally, seeds resampled within tasks). Writes it as JSON
+and markdown next to the runs. With 3 seeds a bootstrap interval is narrower than the truth (it only
+sees the spread of 3 numbers): read it as a description of those seeds, not a significance test. The cells run on
 evor.bench's local queue (see `evor bench` for whole suites and the Ray backend).
 
     python benchmarks/compare.py --tasks cube-single-play-singletask-task2-v0 \
@@ -22,7 +26,7 @@ import numpy as np
 
 from evor.bench import AGENT_LABELS, Cell, cell_summary, run_local
 from evor.data.files import atomic_write_json, atomic_write_text
-from evor.report import stratified_bootstrap
+from evor.report import bootstrap_difference, stratified_bootstrap
 
 
 def main():
@@ -39,6 +43,8 @@ def main():
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: tabulate the finished cells and name the missing ones")
+    parser.add_argument("--reference", default=None,
+                        help="agent the others are compared with (difference of mean success); default: the first")
     args = parser.parse_args()
     tasks, labels = args.tasks.split(","), args.agents.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -62,32 +68,70 @@ def main():
         if failed:
             raise SystemExit(f"{len(failed)} cell(s) failed; see bench.log in their run directories")
 
-    table = []
+    reference = args.reference or labels[0]
+    if reference not in labels:
+        raise SystemExit(f"--reference {reference} is not among --agents {args.agents}")
+    scores = {}  # (task, label) -> (seeds, per-seed success, per-seed updates/s)
     for task in tasks:
         for label in labels:
             done = [c for c in cells if (c.task, c.label) == (task, label)]
-            if not done:
+            if done:
+                results = [cell_summary(c) for c in done]
+                scores[task, label] = ([c.seed for c in done], [r["success_rate"] for r in results],
+                                       [r["updates_per_second"] for r in results])
+
+    def row(task_name, label, task_keys):
+        """One table row over task_keys (one task, or all of them with each task's seeds as a stratum)."""
+        strata = [scores[t, label][1] for t in task_keys]
+        pooled = np.concatenate(strata)
+        low, high = stratified_bootstrap(strata, np.mean)  # seeds resampled within each task
+        # Per seed: its success averaged over the tasks (the seeds finished are the same on every task), so
+        # the std is across seeds, as papers report it, not across tasks.
+        per_seed = np.mean(strata, axis=0)
+        entry = {"task": task_name, "agent": label, "seeds": scores[task_keys[0], label][0],
+                 "success": [float(s) for s in per_seed], "mean": float(pooled.mean()), "std": float(per_seed.std()),
+                 "ci95": [low, high],
+                 "updates_per_second": float(np.mean([u for t in task_keys for u in scores[t, label][2]]))}
+        if label != reference and all((t, reference) in scores for t in task_keys):
+            difference = float(np.mean(pooled) - np.mean(np.concatenate([scores[t, reference][1] for t in task_keys])))
+            entry["reference"] = reference
+            entry["reference_minus_agent"] = -difference
+            entry["reference_minus_agent_ci95"] = list(bootstrap_difference(
+                [scores[t, reference][1] for t in task_keys], strata))
+        return entry
+
+    table = [row(task, label, [task]) for task in tasks for label in labels if (task, label) in scores]
+    if len(tasks) > 1:
+        # Across tasks only where an agent has the same seeds finished on every task: pooled means then
+        # weigh every task equally, and the aggregate is not a mix of complete and partial tasks.
+        for label in labels:
+            seed_sets = [tuple(scores[t, label][0]) if (t, label) in scores else None for t in tasks]
+            if None in seed_sets or len(set(seed_sets)) > 1:
+                print(f"[compare] no across-task row for {label}: seeds finished per task differ ({seed_sets})")
                 continue
-            results = [cell_summary(c) for c in done]
-            success = [r["success_rate"] for r in results]
-            low, high = stratified_bootstrap([success], np.mean)  # one stratum: a plain bootstrap of the mean
-            table.append({"task": task, "agent": label, "seeds": [c.seed for c in done], "success": success,
-                          "mean": float(np.mean(success)), "std": float(np.std(success)), "ci95": [low, high],
-                          "updates_per_second": float(np.mean([r["updates_per_second"] for r in results]))})
+            table.append(row(f"all {len(tasks)} tasks", label, tasks))
     threads = "one core and one XLA thread per run" if args.jobs > 1 else "all cores per run"
     lines = [f"Preset {args.preset}, {args.episodes} evaluation episodes per seed, seeds {seeds}; "
-             f"{args.jobs} run(s) at a time, {threads}", "",
-             "| task | agent | seeds | success % (mean ± std) | 95% bootstrap CI | per seed | updates/s |",
-             "|---|---|---|---|---|---|---|"]
-    for row in table:
-        per_seed = " / ".join(f"{100 * s:.0f}" for s in row["success"])
-        lines.append(f"| {row['task']} | {row['agent']} | {len(row['seeds'])} | {100 * row['mean']:.1f} ± "
-                     f"{100 * row['std']:.1f} | [{100 * row['ci95'][0]:.1f}, {100 * row['ci95'][1]:.1f}] | "
-                     f"{per_seed} | {row['updates_per_second']:.1f} |")
+             f"{args.jobs} run(s) at a time, {threads}. Last column: {reference}'s mean success minus the "
+             f"agent's, in points, with a 95% bootstrap interval (seeds resampled within each task, "
+             f"independently per agent).", "",
+             f"| task | agent | seeds | success % (mean ± std) | 95% bootstrap CI | per seed | updates/s | "
+             f"{reference} − agent |",
+             "|---|---|---|---|---|---|---|---|"]
+    for entry in table:
+        per_seed = " / ".join(f"{100 * s:.0f}" for s in entry["success"])
+        versus = "—"
+        if "reference_minus_agent" in entry:
+            low, high = entry["reference_minus_agent_ci95"]
+            versus = f"{100 * entry['reference_minus_agent']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+        lines.append(f"| {entry['task']} | {entry['agent']} | {len(entry['seeds'])} | {100 * entry['mean']:.1f} ± "
+                     f"{100 * entry['std']:.1f} | [{100 * entry['ci95'][0]:.1f}, {100 * entry['ci95'][1]:.1f}] | "
+                     f"{per_seed} | {entry['updates_per_second']:.1f} | {versus} |")
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     atomic_write_json(Path(args.out) / "compare.json", {"preset": args.preset, "episodes": args.episodes,
-                                                         "jobs": args.jobs, "overrides": overrides, "rows": table})
+                                                         "jobs": args.jobs, "overrides": overrides, "reference": reference,
+                                                         "rows": table})
     atomic_write_text(Path(args.out) / "compare.md", markdown)
 
 

@@ -89,3 +89,41 @@ def test_ray_backend_gives_the_local_results(tmp_path):
         assert a["per_episode_success"] == b["per_episode_success"]
         for x, y in zip(_final_params(a["run_dir"]), _final_params(b["run_dir"])):
             np.testing.assert_array_equal(x, y)
+
+
+def test_compare_table_aggregates_tasks_and_differences_from_finished_cells(tmp_path):
+    """benchmarks/compare.py --table-only on hand-made finished cells: per-task rows, the across-task row
+    (only for agents with the same seeds on every task) and the reference-minus-agent difference."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    successes = {("A", "evor"): [0.6, 0.6, 0.6], ("B", "evor"): [0.2, 0.2, 0.2],
+                 ("A", "fql"): [0.4, 0.4, 0.4], ("B", "fql"): [0.2, 0.2, 0.2],
+                 ("A", "ifql"): [0.1, 0.3, 0.2], ("B", "ifql"): [0.0, 0.0]}  # ifql: seed 2 unfinished on B
+    for (task, label), rates in successes.items():
+        for seed, rate in enumerate(rates):
+            run_dir = tmp_path / task / label / f"seed{seed}"
+            run_dir.mkdir(parents=True)
+            (run_dir / "compare_eval.json").write_text(json.dumps({"success_rate": rate, "per_episode_success": []}))
+            (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 100, "steps_per_second": 10.0 + seed}) + "\n")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "compare.py"), "--tasks", "A,B",
+                             "--agents", "evor,fql,ifql", "--seeds", "0,1,2", "--out", str(tmp_path), "--table-only"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "not finished: B ifql seed 2" in result.stdout and "no across-task row for ifql" in result.stdout
+    rows = {(r["task"], r["agent"]): r for r in json.loads((tmp_path / "compare.json").read_text())["rows"]}
+    assert set(rows) == {("A", "evor"), ("A", "fql"), ("A", "ifql"), ("B", "evor"), ("B", "fql"), ("B", "ifql"),
+                         ("all 2 tasks", "evor"), ("all 2 tasks", "fql")}
+    assert rows["all 2 tasks", "evor"]["mean"] == pytest.approx(0.4)
+    assert rows["all 2 tasks", "fql"]["mean"] == pytest.approx(0.3)
+    assert rows["all 2 tasks", "fql"]["reference_minus_agent"] == pytest.approx(0.1)
+    assert rows["all 2 tasks", "fql"]["reference_minus_agent_ci95"] == pytest.approx([0.1, 0.1])
+    assert rows["A", "ifql"]["reference_minus_agent"] == pytest.approx(0.4)
+    assert rows["A", "ifql"]["updates_per_second"] == pytest.approx(11.0)
+    assert "reference_minus_agent" not in rows["A", "evor"]
+    # Across tasks the std is over seeds of each seed's task average (0.3 for all three here).
+    assert rows["all 2 tasks", "fql"]["success"] == pytest.approx([0.3, 0.3, 0.3])
+    assert "| all 2 tasks | fql | 3 | 30.0 ± 0.0 | [30.0, 30.0] | 30 / 30 / 30 |" in (tmp_path / "compare.md").read_text()

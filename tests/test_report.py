@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from evor.report import iqm, stratified_bootstrap, write_report
+from evor.report import bootstrap_difference, iqm, stratified_bootstrap, write_report
 
 
 def test_iqm_drops_a_quarter_from_each_end():
@@ -29,6 +29,26 @@ def test_bootstrap_resamples_within_each_task():
     # Unstratified, the pooled scores would sometimes hold no 1 or several.
     low, high = stratified_bootstrap([[0.0, 0.0, 0.0, 1.0]], np.mean)
     assert low == 0.0 and high >= 0.5
+
+
+def test_bootstrap_difference_of_means():
+    # B has one score, so the difference is A's resampled mean minus 0: 0, 0.5, 1 with 1/4, 1/2, 1/4.
+    assert bootstrap_difference([[0.0, 1.0]], [[0.0]], level=0.4) == (0.5, 0.5)
+    assert bootstrap_difference([[0.0, 1.0]], [[0.0]], level=0.95) == (0.0, 1.0)
+    # Constant seeds: the interval collapses onto the difference.
+    low, high = bootstrap_difference([[0.6, 0.6, 0.6]], [[0.4, 0.4, 0.4]])
+    assert low == pytest.approx(0.2) and high == pytest.approx(0.2)
+    # Stratified: a one-seed task keeps its score, so both pooled means are fixed (0.25 and 0).
+    assert bootstrap_difference([[1.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0]]) == (0.25, 0.25)
+    # Large samples: the interval sits on the true difference (-0.2) with the normal width
+    # 2 * 1.96 * sigma * sqrt(2 / n) = 0.0392 for sigma = 0.1, n = 200.
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.3, 0.1, 200), rng.normal(0.5, 0.1, 200)
+    low, high = bootstrap_difference([a], [b])
+    true_width = 2 * 1.96 * 0.1 * np.sqrt(2 / 200)
+    assert low < -0.2 < high and high - low == pytest.approx(true_width, rel=0.2)
+    with pytest.raises(ValueError, match="same tasks"):
+        bootstrap_difference([[0.0]], [[0.0], [1.0]])
 
 
 def _fake_run(root, task, agent, seed, final, curve, sweep=None, diagnostics=None, horizon=None):

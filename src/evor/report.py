@@ -53,6 +53,24 @@ def stratified_bootstrap(strata: list, statistic=iqm, num: int = BOOTSTRAP_SAMPL
     return float(np.quantile(values, (1 - level) / 2)), float(np.quantile(values, (1 + level) / 2))
 
 
+def bootstrap_difference(strata_a: list, strata_b: list, num: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(A) - mean(B) over pooled scores, each method's seeds resampled on their
+    own within each task (stratum). The two methods' runs are independent: the same seed number gives
+    different networks to different agents, so seeds are not paired."""
+    if len(strata_a) != len(strata_b):
+        raise ValueError(f"both methods need the same tasks (strata): {len(strata_a)} != {len(strata_b)}")
+    rng = np.random.default_rng(seed)
+    strata_a = [np.asarray(s, np.float64) for s in strata_a]
+    strata_b = [np.asarray(s, np.float64) for s in strata_b]
+
+    def resampled_mean(strata):
+        return np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata]).mean()
+
+    values = np.array([resampled_mean(strata_a) - resampled_mean(strata_b) for _ in range(num)])
+    return float(np.quantile(values, (1 - level) / 2)), float(np.quantile(values, (1 + level) / 2))
+
+
 # --------------------------------------------------------------------------- reading runs
 
 
