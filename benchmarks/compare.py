@@ -3,7 +3,8 @@
 Every agent is trained (or resumed, or reused when finished) with the same data pipeline, networks,
 loop and evaluation; then each final checkpoint is evaluated with the agent's default inference
 settings. Prints one table: success mean +- std over seeds, a 95% bootstrap interval of the mean,
-training updates/s per agent, and the reference agent's (--reference, default the first) mean success
+training updates/s, the policy's milliseconds per environment step in the batched evaluation (its
+inference cost at the default settings), and the reference agent's (--reference, default the first) mean success
 minus each agent's with a 95% bootstrap interval of that difference; with several tasks, also one
 across-task row per agent (each task weighted equally, seeds resampled within tasks). Writes it as JSON
 and markdown next to the runs. With 3 seeds a bootstrap interval is narrower than the truth (it only
@@ -78,7 +79,9 @@ def main():
             if done:
                 results = [cell_summary(c) for c in done]
                 scores[task, label] = ([c.seed for c in done], [r["success_rate"] for r in results],
-                                       [r["updates_per_second"] for r in results])
+                                       [r["updates_per_second"] for r in results],
+                                       [r["policy_ms_per_env_step"] for r in results
+                                        if r["policy_ms_per_env_step"] is not None])
 
     def row(task_name, label, task_keys):
         """One table row over task_keys (one task, or all of them with each task's seeds as a stratum)."""
@@ -92,6 +95,8 @@ def main():
                  "success": [float(s) for s in per_seed], "mean": float(pooled.mean()), "std": float(per_seed.std()),
                  "ci95": [low, high],
                  "updates_per_second": float(np.mean([u for t in task_keys for u in scores[t, label][2]]))}
+        policy_ms = [m for t in task_keys for m in scores[t, label][3]]
+        entry["policy_ms_per_env_step"] = float(np.mean(policy_ms)) if policy_ms else None
         if label != reference and all((t, reference) in scores for t in task_keys):
             difference = float(np.mean(pooled) - np.mean(np.concatenate([scores[t, reference][1] for t in task_keys])))
             entry["reference"] = reference
@@ -116,17 +121,18 @@ def main():
              f"agent's, in points, with a 95% bootstrap interval (seeds resampled within each task, "
              f"independently per agent).", "",
              f"| task | agent | seeds | success % (mean ± std) | 95% bootstrap CI | per seed | updates/s | "
-             f"{reference} − agent |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"policy ms/step | {reference} − agent |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for entry in table:
         per_seed = " / ".join(f"{100 * s:.0f}" for s in entry["success"])
         versus = "—"
+        policy_ms = "—" if entry["policy_ms_per_env_step"] is None else f"{entry['policy_ms_per_env_step']:.2f}"
         if "reference_minus_agent" in entry:
             low, high = entry["reference_minus_agent_ci95"]
             versus = f"{100 * entry['reference_minus_agent']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
         lines.append(f"| {entry['task']} | {entry['agent']} | {len(entry['seeds'])} | {100 * entry['mean']:.1f} ± "
                      f"{100 * entry['std']:.1f} | [{100 * entry['ci95'][0]:.1f}, {100 * entry['ci95'][1]:.1f}] | "
-                     f"{per_seed} | {entry['updates_per_second']:.1f} | {versus} |")
+                     f"{per_seed} | {entry['updates_per_second']:.1f} | {policy_ms} | {versus} |")
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     atomic_write_json(Path(args.out) / "compare.json", {"preset": args.preset, "episodes": args.episodes,

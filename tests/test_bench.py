@@ -106,7 +106,10 @@ def test_compare_table_aggregates_tasks_and_differences_from_finished_cells(tmp_
         for seed, rate in enumerate(rates):
             run_dir = tmp_path / task / label / f"seed{seed}"
             run_dir.mkdir(parents=True)
-            (run_dir / "compare_eval.json").write_text(json.dumps({"success_rate": rate, "per_episode_success": []}))
+            result = {"success_rate": rate, "per_episode_success": []}
+            if label != "ifql":  # older result files have no policy timing
+                result["policy_ms_per_env_step"] = 2.0 * (seed + 1)
+            (run_dir / "compare_eval.json").write_text(json.dumps(result))
             (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 100, "steps_per_second": 10.0 + seed}) + "\n")
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, str(root / "benchmarks" / "compare.py"), "--tasks", "A,B",
@@ -124,6 +127,8 @@ def test_compare_table_aggregates_tasks_and_differences_from_finished_cells(tmp_
     assert rows["A", "ifql"]["reference_minus_agent"] == pytest.approx(0.4)
     assert rows["A", "ifql"]["updates_per_second"] == pytest.approx(11.0)
     assert "reference_minus_agent" not in rows["A", "evor"]
+    assert rows["all 2 tasks", "evor"]["policy_ms_per_env_step"] == pytest.approx(4.0)
+    assert rows["A", "ifql"]["policy_ms_per_env_step"] is None
     # Across tasks the std is over seeds of each seed's task average (0.3 for all three here).
     assert rows["all 2 tasks", "fql"]["success"] == pytest.approx([0.3, 0.3, 0.3])
-    assert "| all 2 tasks | fql | 3 | 30.0 ± 0.0 | [30.0, 30.0] | 30 / 30 / 30 |" in (tmp_path / "compare.md").read_text()
+    assert "| all 2 tasks | fql | 3 | 30.0 ± 0.0 | [30.0, 30.0] | 30 / 30 / 30 | 11.0 | 4.00 | +10.0 [+10.0, +10.0] |" in (tmp_path / "compare.md").read_text()

@@ -168,6 +168,8 @@ def cell_summary(cell: Cell) -> dict:
     rate = float(np.median([r["steps_per_second"] for r in rows[1:]] or [rows[0]["steps_per_second"]]))
     return {"task": cell.task, "agent": cell.label, "seed": cell.seed, "success_rate": result["success_rate"],
             "per_episode_success": result["per_episode_success"], "updates_per_second": rate,
+            # policy time per environment step inside the batched evaluation (absent in older result files)
+            "policy_ms_per_env_step": result.get("policy_ms_per_env_step"),
             "run_dir": str(cell.run_dir)}
 
 
