@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from evor.agents.evor import EVOR, RETURN_WEIGHTS, EVORConfig, InferenceSettings, ReturnScale
+from evor.agents.evor import EVOR, RETURN_WEIGHTS, EVORConfig, InferenceSettings, ReturnScale, return_base_noise
 from evor.data.dataset import Dataset
 from evor.errors import ConfigError
 from evor.toy import ChainMDP, distribution_moments, wasserstein1
@@ -105,6 +105,55 @@ def test_more_candidates_find_a_rare_good_action():
     assert success[16] > success[4] + 0.1 and success[16] > 0.6, success
 
 
+def test_return_base_noise_modes_share_draws_and_keep_exp_estimates_unbiased():
+    key, shape = jax.random.PRNGKey(0), (2, 3, 5, 8, 1)  # (members, observations, candidates, M, 1)
+    # 'independent' is the spec's draw, unchanged.
+    np.testing.assert_array_equal(np.asarray(return_base_noise(key, shape, "independent")),
+                                  np.asarray(jax.random.normal(key, shape)))
+    for mode in ("common", "stratified"):
+        noise = np.asarray(return_base_noise(key, shape, mode))
+        assert np.ptp(noise, axis=(1, 2)).max() == 0.0  # every observation and candidate shares the M draws
+        assert np.ptp(noise[:, 0, 0, :, 0], axis=1).min() > 0 and not np.allclose(noise[0], noise[1])
+    # Stratified: one draw in each of the M equal-probability strata of N(0, 1).
+    levels = jax.scipy.stats.norm.cdf(return_base_noise(key, shape, "stratified")[:, 0, 0, :, 0])
+    np.testing.assert_array_equal(np.floor(np.sort(np.asarray(levels), axis=1) * 8), np.tile(np.arange(8), (2, 1)))
+    # mean_j exp(sigma z_j) estimates E[exp(sigma Z)] = exp(sigma^2 / 2) without bias in every mode;
+    # stratification cuts its variance (measured: to 49% at sigma = 0.5, M = 4; less so for heavier tails,
+    # 82% at sigma = 1.5, where the top stratum's tail dominates).
+    sigma, keys = 0.5, jax.random.split(jax.random.PRNGKey(1), 20000)
+    estimates = {}
+    for mode in ("independent", "common", "stratified"):
+        z = jax.vmap(lambda k: return_base_noise(k, (1, 1, 4, 1), mode))(keys)[..., 0]
+        estimates[mode] = np.asarray(jnp.exp(sigma * z).mean(axis=-1)).ravel()
+        standard_error = estimates[mode].std() / np.sqrt(len(keys))
+        assert abs(estimates[mode].mean() - np.exp(sigma ** 2 / 2)) < 4 * standard_error, mode
+    assert estimates["stratified"].var() < 0.6 * estimates["independent"].var()
+    with pytest.raises(ValueError, match="return_noise"):
+        return_base_noise(key, shape, "antithetic")
+
+
+def test_common_return_noise_separates_shifted_return_distributions_with_one_sample():
+    # One state; pi_ref picks a > 0 or a < 0 evenly; the return is N(-0.4, 0.2) after a > 0 and
+    # N(-0.6, 0.2) after a < 0. With one return sample per candidate (M = 1), independent noise ranks 16
+    # candidates by single noisy draws; shared noise compares them at the same quantile, where the
+    # better action's return is always 0.2 higher, so it is chosen whenever one is among the candidates.
+    rng = np.random.default_rng(0)
+    n = 8192
+    actions = np.clip(np.where(rng.random(n) < 0.5, 0.5, -0.5) + 0.05 * rng.standard_normal(n), -1, 1)
+    rewards = np.clip(np.where(actions > 0, -0.4, -0.6) + 0.2 * rng.standard_normal(n), -1, 0)
+    agent = EVOR(EVORConfig(hidden_dims=(64, 64), learning_rate=1e-3, discount=0.9), 1, 1,
+                 ReturnScale.from_rewards(-1.0, 0.0, 0.9))
+    state = fit(agent, _single_state_dataset(actions.astype(np.float32), rewards.astype(np.float32)), 2000,
+                batch_size=256, seed=0)
+    better = {}
+    for mode in ("independent", "common", "stratified"):
+        settings = InferenceSettings(num_candidates=16, num_return_samples=1, return_noise=mode)
+        chosen = jax.jit(lambda s, o, k: agent.act(s, o, k, settings))(state, jnp.zeros((4000, 1)), jax.random.PRNGKey(3))
+        better[mode] = float(np.mean(np.asarray(chosen)[:, 0] > 0))
+    assert better["common"] > 0.99 and better["stratified"] > 0.99, better
+    assert better["independent"] < 0.96, better  # measured 0.93
+
+
 def test_ema_readout_scores_with_the_polyak_averaged_return_flow():
     agent = EVOR(EVORConfig(hidden_dims=(16,)), 2, 1, ReturnScale(-1.0, 0.0))
     state = agent.init(jax.random.PRNGKey(0))
@@ -121,7 +170,7 @@ def test_ema_readout_scores_with_the_polyak_averaged_return_flow():
 def test_inference_settings_are_validated():
     for bad in (dict(num_candidates=0), dict(tau_q=-1.0), dict(tau_r=float("nan")), dict(selection="best"),
                 dict(ensemble="max"), dict(num_return_samples=0), dict(return_weights="best"),
-                dict(integrator="leapfrog")):
+                dict(integrator="leapfrog"), dict(return_noise="antithetic")):
         with pytest.raises(ConfigError):
             InferenceSettings(**bad).validate()
 

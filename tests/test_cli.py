@@ -72,6 +72,7 @@ def tiny_run(tmp_path_factory):
     (["--episodes", "0"], "--episodes must be >= 1"),
     (["--num-candidates", "a,b"], "expected comma-separated integers"),
     (["--step", "999"], "no checkpoint at step 999"),
+    (["--return-noise", "common,antithetic"], "return_noise must be one of"),
 ])
 def test_eval_rejects_invalid_inference_settings_before_running(tiny_run, args, message):
     code, _, err = run_cli("eval", str(tiny_run), *args)
@@ -80,12 +81,14 @@ def test_eval_rejects_invalid_inference_settings_before_running(tiny_run, args, 
 
 
 def test_eval_writes_json_next_to_the_run(tiny_run):
-    code, out, err = run_cli("eval", str(tiny_run), "--num-candidates", "1,2", "--episodes", "1", "--quiet")
+    code, out, err = run_cli("eval", str(tiny_run), "--num-candidates", "1,2", "--return-noise", "independent,common",
+                             "--episodes", "1", "--quiet")
     assert code == 0, err
     import json
 
     results = json.loads((tiny_run / "eval.json").read_text())["results"]
-    assert [r["settings"]["num_candidates"] for r in results] == [1, 2]
+    assert [(r["settings"]["num_candidates"], r["settings"]["return_noise"]) for r in results] == [
+        (1, "independent"), (1, "common"), (2, "independent"), (2, "common")]
 
 
 def test_corrupt_import_and_config_file_are_reported(tmp_path):

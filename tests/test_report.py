@@ -130,3 +130,26 @@ def test_html_report_renders_in_headless_chromium_with_its_images(runs, tmp_path
 
     pixels = imread(shot)
     assert pixels.shape[0] == 2000 and pixels[..., :3].std() > 0.05  # not a blank page
+
+
+def test_results_written_before_a_setting_existed_still_match():
+    """Sweep keys and the report's matching leave out a later-added setting at its old behaviour, so older
+    sweep.json entries are skipped on re-runs and still count; other settings are no points of the N curve."""
+    import dataclasses
+
+    from evor.agents.evor import InferenceSettings
+    from evor.report import _only_candidates_differ
+    from evor.sweep import setting_key
+
+    settings = InferenceSettings()
+    older = dataclasses.asdict(settings)
+    del older["return_noise"]  # what sweep.json held before return_noise existed
+    assert setting_key(settings, 50, 0, 100) == json.dumps({"settings": older, "episodes": 50, "seed": 0, "step": 100},
+                                                           sort_keys=True)
+    assert setting_key(dataclasses.replace(settings, return_noise="common"), 50, 0, 100) != setting_key(settings, 50, 0, 100)
+    defaults = dataclasses.asdict(settings)
+    assert _only_candidates_differ(dict(older, num_candidates=4), defaults)
+    assert not _only_candidates_differ(dict(older, num_candidates=4, num_return_samples=2), defaults)
+    assert not _only_candidates_differ(dict(defaults, return_noise="stratified"), defaults)
+    # Were the default to change, an older entry (no field: independent noise) would not count as default.
+    assert not _only_candidates_differ(older, dict(defaults, return_noise="stratified"))

@@ -104,6 +104,10 @@ def _add_grid_arguments(parser, int_list, float_list, default_out: str):
                         help="integrator of the return flow at inference (EVOR)")
     parser.add_argument("--return-weights", default=None, choices=["online", "ema"],
                         help="score candidates with the last return-flow weights or their Polyak average (EVOR)")
+    parser.add_argument("--return-noise", type=lambda text: text.split(","), default=None,
+                        help="comma-separated: base noise of Q*'s return samples, 'independent' (fresh per "
+                             "candidate), 'common' (shared by the candidates) or 'stratified' (shared, one per "
+                             "quantile stratum) (EVOR)")
     parser.add_argument("--out", default=None, help=f"results file (default RUN_DIR/{default_out})")
     parser.add_argument("--quiet", action="store_true")
 
@@ -161,7 +165,7 @@ def cmd_train(args):
 
 
 def _grid_from_args(args, run):
-    grids = {flag: getattr(args, flag) for flag in _GRID_FLAGS if getattr(args, flag) is not None}
+    grids = {flag: getattr(args, flag) for flag in (*_GRID_FLAGS, "return_noise") if getattr(args, flag) is not None}
     fixed = {k: v for k, v in dict(selection=args.selection, ensemble=args.ensemble, integrator=args.integrator,
                                    return_weights=args.return_weights).items() if v is not None}
     if args.episodes < 1:

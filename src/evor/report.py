@@ -87,6 +87,7 @@ class RunRecord:
     curve: list[tuple[int, float]]  # (step, periodic evaluation success)
     sweep: list[dict]  # sweep results: settings, success, costs
     diagnostics: dict | None
+    default_settings: dict  # the agent's default inference settings (the scaling plots vary N alone)
 
 
 def method_label(config: dict) -> str:
@@ -96,6 +97,15 @@ def method_label(config: dict) -> str:
     if config["agent_name"] == "evor" and horizon not in (None, 1):
         return f"evor{horizon}"
     return config["agent_name"]
+
+
+def _only_candidates_differ(settings: dict, defaults: dict) -> bool:
+    """True if a sweep result used the default inference settings in everything but N. A field a results
+    file lacks was either added later (it then had its old behaviour) or left at its default."""
+    from evor.sweep import SETTINGS_ADDED_LATER
+
+    return all(settings.get(name, SETTINGS_ADDED_LATER.get(name, default)) == default
+               for name, default in defaults.items() if name != "num_candidates")
 
 
 def environment_of(task: str) -> str:
@@ -148,14 +158,17 @@ def read_run(path: Path) -> RunRecord:
         final, source = result["success_rate"], f"compare_eval.json ({result['episodes']} episodes)"
     else:
         last_step = max((r.get("step", 0) for r in sweep), default=None)
-        matching = [r for r in sweep if r.get("settings") == defaults and r.get("step") == last_step]
+        from evor.sweep import canonical_settings
+
+        matching = [r for r in sweep if canonical_settings(r.get("settings") or {}) == canonical_settings(defaults)
+                    and r.get("step") == last_step]
         if matching and last_step == config["total_steps"]:
             final, source = matching[-1]["success_rate"], f"default settings in sweep/eval ({matching[-1]['episodes']} episodes)"
         elif curve and curve[-1][0] == config["total_steps"]:
             final, source = curve[-1][1], "last periodic evaluation"
     diagnostics = _read_json(path / "diagnostics.json") if (path / "diagnostics.json").exists() else None
     return RunRecord(path, config["task"], environment_of(config["task"]), method_label(config), config["seed"],
-                     final, source, max((s for _, s in curve), default=None), curve, sweep, diagnostics)
+                     final, source, max((s for _, s in curve), default=None), curve, sweep, diagnostics, defaults)
 
 
 # --------------------------------------------------------------------------- tables
@@ -271,8 +284,8 @@ def _figures(records: list[RunRecord]) -> dict[str, tuple[str, bytes]]:
                 for record in group:
                     for result in record.sweep:
                         n = result["settings"].get("num_candidates")
-                        if n is None:
-                            continue
+                        if n is None or not _only_candidates_differ(result["settings"], record.default_settings):
+                            continue  # a sweep over M, tau or noise: not a point of the N curve
                         points.setdefault(n, []).append((result.get(x_key, n), result["success_rate"]))
                 ns = sorted(points)
                 xs = [np.mean([p[0] for p in points[n]]) for n in ns]

@@ -22,9 +22,19 @@ from evor.data.files import atomic_write_json
 from evor.errors import EvorError
 
 
+# Inference settings added after results files existed, each with the value that reproduces the behaviour
+# from before it existed. At that value a field is left out of keys and comparisons, so older sweep and
+# eval results still match (and are skipped, not re-run).
+SETTINGS_ADDED_LATER = {"return_noise": "independent"}
+
+
+def canonical_settings(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if SETTINGS_ADDED_LATER.get(k, object()) != v}
+
+
 def setting_key(settings, episodes: int, seed: int, step: int) -> str:
-    return json.dumps({"settings": dataclasses.asdict(settings), "episodes": episodes, "seed": seed, "step": step},
-                      sort_keys=True)
+    return json.dumps({"settings": canonical_settings(dataclasses.asdict(settings)), "episodes": episodes,
+                       "seed": seed, "step": step}, sort_keys=True)
 
 
 def single_action_ms(run, settings, repeats: int = 10) -> float:

@@ -73,6 +73,8 @@ class EVORConfig:
 
 
 RETURN_WEIGHTS = {"online": "return_flow", "ema": "target_return_flow"}  # setting -> state entry
+# How Q*'s M return samples draw the return flow's base noise (InferenceSettings.return_noise).
+RETURN_NOISE = ("independent", "common", "stratified")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +94,14 @@ class InferenceSettings:
     # Which return-flow weights score candidates: 'online' (the last iterate) or 'ema' (the Polyak-averaged
     # target flow, an average over the last ~1/target_update_rate updates: less final-iterate noise).
     return_weights: str = "ema"
+    # Base noise of Q*'s M return samples. 'independent' (the spec): fresh noise for every candidate.
+    # 'common': the same M noise draws for every candidate (common random numbers). A 1-D flow's ODE map
+    # from noise to return is monotone (trajectories cannot cross), so candidates are then compared at
+    # the same quantiles of their return distributions: each candidate's Q* estimate is distributed as
+    # before, but their differences are far less noisy. 'stratified': common, and the M draws are one
+    # per equal-probability stratum of N(0, 1) (randomised by one uniform shift), so mean_j exp(z_j/tau_Q)
+    # stays an unbiased estimate of E[exp(Z/tau_Q)] with less variance than M independent draws.
+    return_noise: str = "independent"
 
     def validate(self) -> None:
         from evor.errors import ConfigError
@@ -111,6 +121,8 @@ class InferenceSettings:
             raise ConfigError(f"integrator must be one of {INTEGRATORS}, got '{self.integrator}'.")
         if self.return_weights not in RETURN_WEIGHTS:
             raise ConfigError(f"return_weights must be one of {RETURN_WEIGHTS}, got '{self.return_weights}'.")
+        if self.return_noise not in RETURN_NOISE:
+            raise ConfigError(f"return_noise must be one of {RETURN_NOISE}, got '{self.return_noise}'.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,8 +210,11 @@ class EVOR:
 
     def sample_returns(self, return_params, obs, actions, key, num_steps: int, integrator: str):
         """Unit-scale return samples from every ensemble member: shape (E,) + obs.shape[:-1] + (1,)."""
-        members = self.config.num_return_flows
-        z0 = jax.random.normal(key, (members,) + obs.shape[:-1] + (1,))
+        z0 = jax.random.normal(key, (self.config.num_return_flows,) + obs.shape[:-1] + (1,))
+        return self.transport_returns(return_params, obs, actions, z0, num_steps, integrator)
+
+    def transport_returns(self, return_params, obs, actions, z0, num_steps: int, integrator: str):
+        """The return flow's ODE from given base noise z0, shape (E,) + obs.shape[:-1] + (1,), to returns."""
 
         def one_member(params, noise):
             return integrate(lambda z, t: self.return_velocity(params, obs, actions, z, t), noise, num_steps,
@@ -281,8 +296,10 @@ class EVOR:
         samples_act = jnp.broadcast_to(actions[..., None, :], actions.shape[:-1] + (settings.num_return_samples,
                                                                                  actions.shape[-1]))
         params = state[RETURN_WEIGHTS[settings.return_weights]]
-        z = self.sample_returns(params, samples_obs, samples_act, key, settings.return_flow_steps,
-                                settings.integrator)[..., 0]  # (E, ..., M)
+        z0 = return_base_noise(key, (self.config.num_return_flows,) + samples_obs.shape[:-1] + (1,),
+                               settings.return_noise)
+        z = self.transport_returns(params, samples_obs, samples_act, z0, settings.return_flow_steps,
+                                   settings.integrator)[..., 0]  # (E, ..., M)
         q = soft_value(z, settings.tau_q)  # (E, ...)
         return q.mean(axis=0) if settings.ensemble == "mean" else q.min(axis=0)
 
@@ -298,6 +315,29 @@ class EVOR:
         keys = jax.random.split(select_key, obs.shape[0])
         index = jax.vmap(lambda k, qi: select(k, qi, settings.tau_r, settings.selection))(keys, q)
         return jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
+
+
+def return_base_noise(key, shape, mode: str):
+    """Base noise for Q*'s return samples, shape (E, ..., M, 1): axis 0 the ensemble member, axis -2 the
+    M samples, the axes between them the observations and candidates being scored.
+
+    'independent' draws every entry (the spec). 'common' and 'stratified' draw per member and sample only
+    and broadcast over the axes between, so all candidates (and observations) share the M draws;
+    'stratified' puts draw j at the normal quantile of (j + u) / M with one u ~ U[0, 1) per member.
+    """
+    if mode == "independent":
+        return jax.random.normal(key, shape)
+    members, num = shape[0], shape[-2]
+    shared = (members,) + (1,) * (len(shape) - 3) + (num, 1)
+    if mode == "common":
+        noise = jax.random.normal(key, shared)
+    elif mode == "stratified":
+        shift = jax.random.uniform(key, (members,) + (1,) * (len(shape) - 2) + (1,))
+        levels = (jnp.arange(num, dtype=jnp.float32).reshape((1,) * (len(shape) - 2) + (num, 1)) + shift) / num
+        noise = jax.scipy.special.ndtri(jnp.clip(levels, 1e-6, 1 - 1e-6))  # clip: u = 0 would give -inf
+    else:
+        raise ValueError(f"unknown return_noise '{mode}'; choose from {RETURN_NOISE}")
+    return jnp.broadcast_to(noise, shape)
 
 
 def scale_mean(scale: ReturnScale, unit_values):
