@@ -153,3 +153,25 @@ def test_results_written_before_a_setting_existed_still_match():
     assert not _only_candidates_differ(dict(defaults, return_noise="stratified"), defaults)
     # Were the default to change, an older entry (no field: independent noise) would not count as default.
     assert not _only_candidates_differ(older, dict(defaults, return_noise="stratified"))
+
+
+def test_sweep_table_averages_each_setting_over_seeds(runs, tmp_path):
+    import dataclasses
+
+    from evor.agents.evor import InferenceSettings
+    from evor.report import setting_label
+
+    defaults = dataclasses.asdict(InferenceSettings())
+    assert setting_label(dict(defaults), defaults) == "defaults"
+    assert setting_label(dict(defaults, num_candidates=8, num_return_samples=4, return_noise="common"),
+                         defaults) == "N=8, M=4, return_noise=common"
+    root, finals = runs
+    summary = write_report([root], tmp_path / "report")
+    rows = {(r["task"], r["setting"]): r for r in summary["sweeps"]}
+    task = "cube-single-play-singletask-task1-v0"
+    assert [r["setting"] for r in summary["sweeps"] if r["task"] == task] == ["N=1", "N=4", "N=16"]  # cheapest first
+    expected = [f * (4 / 16) ** 0.2 for f in finals[task]]
+    assert rows[task, "N=4"]["success_mean"] == pytest.approx(np.mean(expected))
+    assert rows[task, "N=4"]["success_std"] == pytest.approx(np.std(expected))
+    assert rows[task, "N=4"]["seeds"] == [0, 1, 2] and rows[task, "N=4"]["single_action_ms"] == pytest.approx(1.2)
+    assert "| N=4 | 0,1,2 | 50 |" in (tmp_path / "report" / "report.md").read_text()

@@ -216,7 +216,46 @@ def _pct(value) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
-def _table_cells(task_rows, env_rows):
+_SHORT_NAMES = {"num_candidates": "N", "num_return_samples": "M"}
+
+
+def setting_label(settings: dict, defaults: dict) -> str:
+    """The inference settings that differ from the defaults, e.g. 'N=8, M=4, return_noise=common'."""
+    from evor.sweep import SETTINGS_ADDED_LATER
+
+    changed = [f"{_SHORT_NAMES.get(name, name)}={settings.get(name, SETTINGS_ADDED_LATER.get(name, default))}"
+               for name, default in defaults.items()
+               if settings.get(name, SETTINGS_ADDED_LATER.get(name, default)) != default]
+    return ", ".join(changed) or "defaults"
+
+
+def sweep_table(records: list[RunRecord]) -> list[dict]:
+    """Per task, method and swept setting (at each run's last swept checkpoint): success over seeds and the
+    costs, cheapest first. A seed evaluated twice at one setting and episode count counts once (the last)."""
+    rows = []
+    for (task, method), group in _group([r for r in records if r.sweep], lambda r: (r.task, r.method)).items():
+        by_setting: dict = {}
+        for record in group:
+            last_step = max(result.get("step", 0) for result in record.sweep)
+            for result in record.sweep:
+                if result.get("step", 0) == last_step:
+                    key = (setting_label(result["settings"], record.default_settings), result.get("episodes"))
+                    by_setting.setdefault(key, {})[record.seed] = result
+        for (label, episodes), per_seed in by_setting.items():
+            success = [r["success_rate"] for r in per_seed.values()]
+            costs = {name: [r[name] for r in per_seed.values() if r.get(name) is not None]
+                     for name in ("policy_ms_per_env_step", "single_action_ms")}
+            rows.append({"task": task, "method": method, "setting": label, "episodes": episodes,
+                         "seeds": sorted(per_seed), "success_mean": float(np.mean(success)),
+                         "success_std": float(np.std(success)),
+                         **{name: float(np.mean(v)) if v else None for name, v in costs.items()}})
+    def cost(row):
+        return row["policy_ms_per_env_step"] or row["single_action_ms"] or 0.0
+
+    return sorted(rows, key=lambda r: (r["task"], r["method"], cost(r), r["setting"]))
+
+
+def _table_cells(task_rows, env_rows, sweep_rows=()):
     """(title, header, rows of cells) for each table, shared by markdown and HTML."""
     per_task = ("Per task: final checkpoint (success %)",
                 ["task", "method", "seeds", "final mean ± std", "final IQM [95% CI]",
@@ -232,7 +271,19 @@ def _table_cells(task_rows, env_rows):
                [[r["environment"], r["method"], str(r["tasks"]), str(r["runs"]),
                  f"{_pct(r['final_iqm'])} [{_pct(r['final_ci95'][0])}, {_pct(r['final_ci95'][1])}]",
                  f"{_pct(r['final_mean'])} ± {_pct(r['final_std'])}"] for r in env_rows])
-    return [per_task, per_env]
+    tables = [per_task, per_env]
+    if sweep_rows:
+        def ms(value):
+            return "—" if value is None else f"{value:.2f}"
+
+        tables.append(("Inference settings swept on one checkpoint per seed (success %; setting: what differs "
+                       "from the agent's defaults)",
+                       ["task", "method", "setting", "seeds", "episodes", "success mean ± std",
+                        "policy ms / env step", "ms / action (one observation)"],
+                       [[r["task"], r["method"], r["setting"], ",".join(map(str, r["seeds"])), str(r["episodes"]),
+                         f"{_pct(r['success_mean'])} ± {_pct(r['success_std'])}", ms(r["policy_ms_per_env_step"]),
+                         ms(r["single_action_ms"])] for r in sweep_rows]))
+    return tables
 
 
 # --------------------------------------------------------------------------- figures
@@ -336,8 +387,8 @@ def write_report(paths, out_dir) -> dict:
     records = [read_run(p) for p in find_runs(paths)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    task_rows, env_rows = task_table(records), environment_table(records)
-    tables = _table_cells(task_rows, env_rows)
+    task_rows, env_rows, sweep_rows = task_table(records), environment_table(records), sweep_table(records)
+    tables = _table_cells(task_rows, env_rows, sweep_rows)
     figures = _figures(records)
     for name, (_, png) in figures.items():
         with atomic_path(out_dir / name) as tmp:
@@ -369,6 +420,6 @@ def write_report(paths, out_dir) -> dict:
     page.append(_LOAD_CHECK + "</body></html>")
     atomic_write_text(out_dir / "report.html", "\n".join(page))
     summary = {"runs": [str(r.path) for r in records], "per_task": task_rows, "per_environment": env_rows,
-               "figures": list(figures)}
+               "sweeps": sweep_rows, "figures": list(figures)}
     atomic_write_json(out_dir / "report.json", summary)
     return summary
