@@ -103,7 +103,8 @@ class InferenceSettings:
     # stays an unbiased estimate of E[exp(Z/tau_Q)] with less variance than M independent draws.
     # Measured on cube-single task 2 (docs/comparison.md): 'common' at N = 8, M = 1 scores 48% against 15%
     # for 'independent' (57% at the default N = 32, M = 8); 'stratified' collapses to pi_ref's 5% at N = 32,
-    # M = 8, because with tau_Q = 0.05 it ranks candidates by the top 1/M of their return distributions.
+    # M = 8, because with tau_Q = 0.05 it ranks candidates by the top 1/M of their return distributions
+    # ('common' at M = 8 fails the same way: 16% on one seed). Common noise wants M = 1 or a larger tau_Q.
     return_noise: str = "independent"
 
     def validate(self) -> None:
