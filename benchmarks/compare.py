@@ -72,37 +72,38 @@ def main():
     reference = args.reference or labels[0]
     if reference not in labels:
         raise SystemExit(f"--reference {reference} is not among --agents {args.agents}")
-    scores = {}  # (task, label) -> (seeds, per-seed success, per-seed updates/s)
+    scores = {}  # (task, label) -> per-seed lists of the finished cells
     for task in tasks:
         for label in labels:
             done = [c for c in cells if (c.task, c.label) == (task, label)]
             if done:
                 results = [cell_summary(c) for c in done]
-                scores[task, label] = ([c.seed for c in done], [r["success_rate"] for r in results],
-                                       [r["updates_per_second"] for r in results],
-                                       [r["policy_ms_per_env_step"] for r in results
-                                        if r["policy_ms_per_env_step"] is not None])
+                scores[task, label] = {"seeds": [c.seed for c in done],
+                                       "success": [r["success_rate"] for r in results],
+                                       "updates_per_second": [r["updates_per_second"] for r in results],
+                                       "policy_ms": [r["policy_ms_per_env_step"] for r in results
+                                                     if r["policy_ms_per_env_step"] is not None]}
 
     def row(task_name, label, task_keys):
         """One table row over task_keys (one task, or all of them with each task's seeds as a stratum)."""
-        strata = [scores[t, label][1] for t in task_keys]
+        strata = [scores[t, label]["success"] for t in task_keys]
         pooled = np.concatenate(strata)
         low, high = stratified_bootstrap(strata, np.mean)  # seeds resampled within each task
         # Per seed: its success averaged over the tasks (the seeds finished are the same on every task), so
         # the std is across seeds, as papers report it, not across tasks.
         per_seed = np.mean(strata, axis=0)
-        entry = {"task": task_name, "agent": label, "seeds": scores[task_keys[0], label][0],
+        entry = {"task": task_name, "agent": label, "seeds": scores[task_keys[0], label]["seeds"],
                  "success": [float(s) for s in per_seed], "mean": float(pooled.mean()), "std": float(per_seed.std()),
                  "ci95": [low, high],
-                 "updates_per_second": float(np.mean([u for t in task_keys for u in scores[t, label][2]]))}
-        policy_ms = [m for t in task_keys for m in scores[t, label][3]]
+                 "updates_per_second": float(np.mean([u for t in task_keys
+                                                      for u in scores[t, label]["updates_per_second"]]))}
+        policy_ms = [m for t in task_keys for m in scores[t, label]["policy_ms"]]
         entry["policy_ms_per_env_step"] = float(np.mean(policy_ms)) if policy_ms else None
         if label != reference and all((t, reference) in scores for t in task_keys):
-            difference = float(np.mean(pooled) - np.mean(np.concatenate([scores[t, reference][1] for t in task_keys])))
+            reference_strata = [scores[t, reference]["success"] for t in task_keys]
             entry["reference"] = reference
-            entry["reference_minus_agent"] = -difference
-            entry["reference_minus_agent_ci95"] = list(bootstrap_difference(
-                [scores[t, reference][1] for t in task_keys], strata))
+            entry["reference_minus_agent"] = float(np.concatenate(reference_strata).mean() - pooled.mean())
+            entry["reference_minus_agent_ci95"] = list(bootstrap_difference(reference_strata, strata))
         return entry
 
     table = [row(task, label, [task]) for task in tasks for label in labels if (task, label) in scores]
@@ -110,7 +111,7 @@ def main():
         # Across tasks only where an agent has the same seeds finished on every task: pooled means then
         # weigh every task equally, and the aggregate is not a mix of complete and partial tasks.
         for label in labels:
-            seed_sets = [tuple(scores[t, label][0]) if (t, label) in scores else None for t in tasks]
+            seed_sets = [tuple(scores[t, label]["seeds"]) if (t, label) in scores else None for t in tasks]
             if None in seed_sets or len(set(seed_sets)) > 1:
                 print(f"[compare] no across-task row for {label}: seeds finished per task differ ({seed_sets})")
                 continue

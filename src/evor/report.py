@@ -49,8 +49,13 @@ def stratified_bootstrap(strata: list, statistic=iqm, num: int = BOOTSTRAP_SAMPL
     strata = [np.asarray(s, np.float64) for s in strata]
     values = np.empty(num)
     for i in range(num):
-        values[i] = statistic(np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata]))
+        values[i] = statistic(_resample_within(rng, strata))
     return float(np.quantile(values, (1 - level) / 2)), float(np.quantile(values, (1 + level) / 2))
+
+
+def _resample_within(rng, strata) -> np.ndarray:
+    """Every stratum's scores resampled with replacement on their own, then pooled."""
+    return np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata])
 
 
 def bootstrap_difference(strata_a: list, strata_b: list, num: int = BOOTSTRAP_SAMPLES, seed: int = 0,
@@ -63,11 +68,8 @@ def bootstrap_difference(strata_a: list, strata_b: list, num: int = BOOTSTRAP_SA
     rng = np.random.default_rng(seed)
     strata_a = [np.asarray(s, np.float64) for s in strata_a]
     strata_b = [np.asarray(s, np.float64) for s in strata_b]
-
-    def resampled_mean(strata):
-        return np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata]).mean()
-
-    values = np.array([resampled_mean(strata_a) - resampled_mean(strata_b) for _ in range(num)])
+    values = np.array([_resample_within(rng, strata_a).mean() - _resample_within(rng, strata_b).mean()
+                       for _ in range(num)])
     return float(np.quantile(values, (1 - level) / 2)), float(np.quantile(values, (1 + level) / 2))
 
 
@@ -99,13 +101,18 @@ def method_label(config: dict) -> str:
     return config["agent_name"]
 
 
-def _only_candidates_differ(settings: dict, defaults: dict) -> bool:
-    """True if a sweep result used the default inference settings in everything but N. A field a results
-    file lacks was either added later (it then had its old behaviour) or left at its default."""
+def _differences(settings: dict, defaults: dict) -> dict:
+    """The inference settings of a result that differ from the defaults. A field a results file lacks was
+    either added later (it then had its old behaviour, SETTINGS_ADDED_LATER) or left at its default."""
     from evor.sweep import SETTINGS_ADDED_LATER
 
-    return all(settings.get(name, SETTINGS_ADDED_LATER.get(name, default)) == default
-               for name, default in defaults.items() if name != "num_candidates")
+    values = {name: settings.get(name, SETTINGS_ADDED_LATER.get(name, default)) for name, default in defaults.items()}
+    return {name: value for name, value in values.items() if value != defaults[name]}
+
+
+def _only_candidates_differ(settings: dict, defaults: dict) -> bool:
+    """True if a sweep result used the default inference settings in everything but N."""
+    return set(_differences(settings, defaults)) <= {"num_candidates"}
 
 
 def environment_of(task: str) -> str:
@@ -158,9 +165,7 @@ def read_run(path: Path) -> RunRecord:
         final, source = result["success_rate"], f"compare_eval.json ({result['episodes']} episodes)"
     else:
         last_step = max((r.get("step", 0) for r in sweep), default=None)
-        from evor.sweep import canonical_settings
-
-        matching = [r for r in sweep if canonical_settings(r.get("settings") or {}) == canonical_settings(defaults)
+        matching = [r for r in sweep if not _differences(r.get("settings") or {}, defaults)
                     and r.get("step") == last_step]
         if matching and last_step == config["total_steps"]:
             final, source = matching[-1]["success_rate"], f"default settings in sweep/eval ({matching[-1]['episodes']} episodes)"
@@ -221,12 +226,8 @@ _SHORT_NAMES = {"num_candidates": "N", "num_return_samples": "M"}
 
 def setting_label(settings: dict, defaults: dict) -> str:
     """The inference settings that differ from the defaults, e.g. 'N=8, M=4, return_noise=common'."""
-    from evor.sweep import SETTINGS_ADDED_LATER
-
-    changed = [f"{_SHORT_NAMES.get(name, name)}={settings.get(name, SETTINGS_ADDED_LATER.get(name, default))}"
-               for name, default in defaults.items()
-               if settings.get(name, SETTINGS_ADDED_LATER.get(name, default)) != default]
-    return ", ".join(changed) or "defaults"
+    changed = _differences(settings, defaults)
+    return ", ".join(f"{_SHORT_NAMES.get(name, name)}={value}" for name, value in changed.items()) or "defaults"
 
 
 def sweep_table(records: list[RunRecord]) -> list[dict]:
