@@ -103,8 +103,10 @@ class InferenceSettings:
     # stays an unbiased estimate of E[exp(Z/tau_Q)] with less variance than M independent draws.
     # Measured on cube-single task 2 (docs/comparison.md): 'common' at N = 8, M = 1 scores 48% against 15%
     # for 'independent' (57% at the default N = 32, M = 8); 'stratified' collapses to pi_ref's 5% at N = 32,
-    # M = 8, because with tau_Q = 0.05 it ranks candidates by the top 1/M of their return distributions
-    # ('common' at M = 8 fails the same way: 16% on one seed). Common noise wants M = 1 or a larger tau_Q.
+    # M = 8, and 'common' at M = 8 fails too (13% at tau_Q = 1): with shared noise the scores barely vary
+    # across draws, so the near-argmax tau_R = 1e-3 picks whichever candidate the return flow over-values
+    # most. A softer tau_R restores it (common, tau_Q = 1, tau_R = 0.03: 63% on that task); independent
+    # noise softens the choice at random, and there tau_R = 0.03 changes nothing (56%).
     return_noise: str = "independent"
 
     def validate(self) -> None:
