@@ -172,19 +172,31 @@ def test_interrupted_write_leaves_no_final_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_interrupted_generation_subprocess_leaves_nothing_behind(tmp_path):
-    # A real SIGINT while episodes are being generated.
+# Started through a trampoline that gives the child Python's default Ctrl-C: a background job of a
+# non-interactive shell (how CI is often launched) inherits SIGINT *ignored*, and then the signal
+# below would do nothing and the test would wait out its timeout.
+_WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5, 3.0, 6.0])
+def test_interrupted_generation_subprocess_leaves_nothing_behind(tmp_path, delay):
+    # A real SIGINT at several moments: while the CLI, MuJoCo and dm_control start up (where an
+    # interrupt used to surface as "ImportError: initialization failed", or vanish so that the run
+    # went on) and while episodes are being generated.
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "evor.cli", "data", "generate", "cube-single-play-v0",
-                             "--episodes", "50", "--workers", "1", "--out", str(tmp_path), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(6)
+    proc = subprocess.Popen([sys.executable, "-c", _WITH_DEFAULT_SIGINT, "-m", "evor.cli", "data", "generate",
+                             "cube-single-play-v0", "--episodes", "50", "--workers", "1", "--out", str(tmp_path),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert b"Traceback" not in err
+    # 130, or death by SIGINT itself: CPython exits that way when an interrupt went through one of its
+    # run-a-string entry points during start-up, even though evor handled it. A shell reports 130 for both.
+    assert proc.returncode in (130, -signal.SIGINT), err
+    assert b"Traceback" not in err and b"evor: interrupted" in err, err
     assert [p.name for p in tmp_path.iterdir()] == []
 
 

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from evor.errors import EvorError
+from evor.interrupts import interrupts_deferred
 from evor.progress import progress_bar
 
 # (obs batch (P, d), one key per row (P, 2)) -> actions (P, h * action_dim)
@@ -34,10 +35,11 @@ class OGBenchEnv:
     success_timing: str = "post"
 
     def __call__(self):
-        import gymnasium
-        import ogbench  # noqa: F401  (registers the environments)
+        with interrupts_deferred():  # a Ctrl-C inside MuJoCo's start-up can be lost or mangled
+            import gymnasium
+            import ogbench  # noqa: F401  (registers the environments)
 
-        return gymnasium.make(self.env_name, success_timing=self.success_timing)
+            return gymnasium.make(self.env_name, success_timing=self.success_timing)
 
 
 def _worker(connection, make_env, count: int):

@@ -21,6 +21,7 @@ import numpy as np
 from evor.data.files import default_data_dir
 from evor.data.registry import EXPERT_POLICY_FAMILIES, RECIPES, parse_task_name
 from evor.errors import DataError
+from evor.interrupts import interrupts_deferred
 
 ACTION_BOUND = 1.0
 _ACTION_TOLERANCE = 1e-4  # float32 round-off on actions that were clipped to +-1
@@ -211,8 +212,6 @@ def load_task(task: str, data_dir: str | os.PathLike | None = None, env: bool = 
     name (its default task). Returns (env, train, val); env is None when `env=False`.
     Rewards and masks are relabelled for the task by OGBench's own code.
     """
-    import ogbench  # imported late: MUJOCO_GL must be set first (evor/__init__.py)
-
     parsed = parse_task_name(task)
     train_path, val_path = dataset_paths(parsed.dataset, data_dir)
     if not (train_path.exists() and val_path.exists()):
@@ -220,7 +219,11 @@ def load_task(task: str, data_dir: str | os.PathLike | None = None, env: bool = 
     for path in (train_path, val_path):
         check_ogbench_file(path)
     try:
-        environment, train, val = ogbench.make_env_and_datasets(parsed.task, dataset_path=str(train_path))
+        # Deferred: a Ctrl-C inside MuJoCo's start-up can be lost or mangled (evor/interrupts.py).
+        with interrupts_deferred():
+            import ogbench  # imported late: MUJOCO_GL must be set first (evor/__init__.py)
+
+            environment, train, val = ogbench.make_env_and_datasets(parsed.task, dataset_path=str(train_path))
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
         raise DataError(f"{train_path} or {val_path}: could not be read (truncated or corrupt?): {exc}.") from None
     except gym_errors() as exc:

@@ -1,0 +1,41 @@
+"""Ctrl-C that stops evor cleanly, even while the simulation stack is starting up.
+
+CPython raises KeyboardInterrupt at the next bytecode after SIGINT, wherever that is. While MuJoCo,
+dm_control and OGBench are being imported and an environment is being built, that is unsafe (measured
+by sending SIGINT at random times to `evor data generate`): pybind11 module initialisation turns the
+interrupt into "ImportError: initialization failed" with a traceback, dm_control's XML parser rewraps
+it, and C code that clears pending errors (hasattr-style lookups) can drop it altogether, so the
+Ctrl-C is lost and the run carries on. `interrupts_deferred()` holds a Ctrl-C pressed during such code
+and raises it as a plain KeyboardInterrupt as soon as the code has finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Run the block with SIGINT recorded, not raised; raise KeyboardInterrupt after it if one came.
+
+    Only the default handler is replaced: when SIGINT is ignored (nohup, a background job of a
+    non-interactive shell) or the caller installed its own handler, the block runs unchanged. Python
+    signal handlers run in the main thread, so elsewhere this is a no-op too.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
+
+
+__all__ = ["interrupts_deferred"]
