@@ -12,7 +12,6 @@ import sys
 
 import evor  # noqa: F401  (MUJOCO_GL)
 from evor.errors import ConfigError, EvorError
-from evor.interrupts import interrupts_deferred
 
 
 def _list_parser(cast, kind: str):
@@ -117,9 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        with interrupts_deferred():  # building the parser imports JAX and the agents
-            parser = build_parser()
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
         args.func(args)
     except EvorError as exc:
         print(f"evor: error: {exc}", file=sys.stderr)

@@ -19,8 +19,8 @@ from typing import Callable
 import jax
 import numpy as np
 
+from evor.data.registry import make_env
 from evor.errors import EvorError
-from evor.interrupts import interrupts_deferred
 from evor.progress import progress_bar
 
 # (obs batch (P, d), one key per row (P, 2)) -> actions (P, h * action_dim)
@@ -35,11 +35,7 @@ class OGBenchEnv:
     success_timing: str = "post"
 
     def __call__(self):
-        with interrupts_deferred():  # a Ctrl-C inside MuJoCo's start-up can be lost or mangled
-            import gymnasium
-            import ogbench  # noqa: F401  (registers the environments)
-
-            return gymnasium.make(self.env_name, success_timing=self.success_timing)
+        return make_env(self.env_name, success_timing=self.success_timing)
 
 
 def _worker(connection, make_env, count: int):

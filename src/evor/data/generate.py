@@ -22,9 +22,8 @@ import numpy as np
 
 import evor  # noqa: F401  (sets MUJOCO_GL before ogbench is imported)
 from evor.data.files import atomic_write_json, atomic_write_npz, default_data_dir
-from evor.data.registry import DatasetRecipe, get_recipe
+from evor.data.registry import DatasetRecipe, get_recipe, make_env
 from evor.errors import DataError
-from evor.interrupts import interrupts_deferred
 from evor.progress import progress_bar
 
 GENERATOR_VERSION = "1"
@@ -46,11 +45,7 @@ class _EpisodeRunner:
         kwargs = dict(terminate_at_goal=False, max_episode_steps=recipe.episode_steps)
         if recipe.family != "pointmaze":
             kwargs["mode"] = "data_collection"
-        with interrupts_deferred():  # a Ctrl-C inside MuJoCo's start-up can be lost or mangled
-            import gymnasium
-            import ogbench  # noqa: F401  (registers the environments)
-
-            self.env = gymnasium.make(recipe.env_name, **kwargs)
+        self.env = make_env(recipe.env_name, **kwargs)
         self.has_buttons = False
         if recipe.family == "pointmaze":
             self._init_maze_cells()

@@ -12,6 +12,7 @@ import dataclasses
 import re
 
 from evor.errors import DataError
+from evor.interrupts import interrupts_deferred
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,16 @@ for _maze, _episodes, _steps in _MAZE:
 EXPERT_POLICY_FAMILIES = ("antmaze", "humanoidmaze", "antsoccer")
 
 _TASK_RE = re.compile(r"^(?P<dataset>.+?)-singletask(?:-task(?P<task>\d+))?-(?P<version>v\d+)$")
+
+
+def make_env(env_name: str, **kwargs):
+    """An OGBench environment built through gymnasium, with Ctrl-C held while MuJoCo starts up: raised
+    inside its initialisation an interrupt can be lost or mangled (evor/interrupts.py)."""
+    with interrupts_deferred():
+        import gymnasium
+        import ogbench  # noqa: F401  (registers the environments; evor/__init__.py set MUJOCO_GL)
+
+        return gymnasium.make(env_name, **kwargs)
 
 
 def get_recipe(dataset_name: str) -> DatasetRecipe:
