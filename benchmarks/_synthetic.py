@@ -20,8 +20,10 @@ from evor.train import agent_config, load_preset
 OBSERVATION_DIM, ACTION_DIM = 28, 5
 
 
-def synthetic_dataset(num: int = 20_000, seed: int = 0) -> Dataset:
-    return Dataset.random(num, OBSERVATION_DIM, ACTION_DIM, episode_length=1000, seed=seed)
+def synthetic_dataset(num: int = 20_000, seed: int = 0, cutoffs: int = 1000) -> Dataset:
+    """`cutoffs` trajectories: a 1M-transition OGBench dataset has 1000, and the size of EVOR's cut-off
+    table (Monte-Carlo targets) depends on it; nothing else here depends on the trajectory length."""
+    return Dataset.random(num, OBSERVATION_DIM, ACTION_DIM, episode_length=num // cutoffs, seed=seed)
 
 
 def make_agent(name: str, preset: str, **fields):
@@ -61,12 +63,20 @@ class PausedJobs:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
         if self.pattern:
             out = subprocess.run(["pgrep", "-f", self.pattern], capture_output=True, text=True).stdout
-            self.pids = [int(p) for p in out.split() if int(p) != os.getpid() and not self._is_us(int(p))]
+            matched = [int(p) for p in out.split() if int(p) != os.getpid() and not self._is_us(int(p))]
+            # with their descendants: worker processes (multiprocessing spawn) do not repeat the command line
+            self.pids = sorted(set(matched) | {c for p in matched for c in self._descendants(p)})
             for pid in self.pids:
                 os.kill(pid, signal.SIGSTOP)
             if self.pids:
                 print(f"paused {len(self.pids)} background process(es) matching '{self.pattern}'")
         return self
+
+    @staticmethod
+    def _descendants(pid: int) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        children = [int(c) for c in out.split()]
+        return children + [d for c in children for d in PausedJobs._descendants(c)]
 
     @staticmethod
     def _is_us(pid: int) -> bool:

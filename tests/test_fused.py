@@ -16,7 +16,9 @@ def _dataset(num=400, obs_dim=4, action_dim=2, seed=0):
     return Dataset.random(num, obs_dim, action_dim, episode_length=50, seed=seed)
 
 
-@pytest.mark.parametrize("name,extra", [("evor", {}), ("qc", {"horizon": 3}), ("fql", {}), ("ifql", {})])
+@pytest.mark.parametrize("name,extra", [("evor", {}), ("evor", {"cutoff_refresh_every": 7}),
+                                        ("evor", {"cutoff_returns": "every_row"}), ("qc", {"horizon": 3}),
+                                        ("fql", {}), ("ifql", {})])
 def test_fused_updates_equal_one_call_per_update(name, extra):
     cls = get_agent_class(name)
     config = agent_config(cls, {"hidden_dims": [16, 16], **extra})

@@ -3,7 +3,7 @@ updates, best-of-N selection, and fused (scanned) training steps."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -88,28 +88,62 @@ def one_update(update: Callable, state, table, step_key, batch_size: int, sample
 
 
 def scan_updates(update: Callable, state, table, key, num_steps: int, batch_size: int,
-                 sample: Callable = sample_batch):
-    """`num_steps` updates fused in one lax.scan; batches drawn on the device; mean metrics."""
+                 sample: Callable = sample_batch, refresh: Callable | None = None, refresh_every: int = 0):
+    """`num_steps` updates fused in one lax.scan; batches drawn on the device; mean metrics.
 
-    def body(carry, step_key):
-        return one_update(update, carry, table, step_key, batch_size, sample)
+    `refresh(state, table, key) -> dict` (optional) computes table entries from the training state (EVOR's
+    return samples at trajectory cut-offs): at the first update of the call and then every
+    `refresh_every` updates, with key fold_in(key, update index). The update keys are those of a call
+    without refresh, so agents that refresh nothing are unchanged bit for bit.
+    """
+    step_keys = jax.random.split(key, num_steps)
+    if refresh is None:
+        def body(carry, step_key):
+            return one_update(update, carry, table, step_key, batch_size, sample)
 
-    state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        state, metrics = jax.lax.scan(body, state, step_keys)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    def refreshed_body(carry, inputs):
+        state, extra = carry
+        index, step_key = inputs
+        # The predicate depends only on the loop index (never on seed-batched state), so under a vmap
+        # over seeds this stays a real branch instead of computing the refresh at every update.
+        extra = jax.lax.cond((index % refresh_every == 0) & (index > 0),
+                             lambda: refresh(state, table, jax.random.fold_in(key, index)), lambda: extra)
+        state, metrics = one_update(update, state, {**table, **extra}, step_key, batch_size, sample)
+        return (state, extra), metrics
+
+    extra = refresh(state, table, jax.random.fold_in(key, 0))
+    (state, _), metrics = jax.lax.scan(refreshed_body, (state, extra), (jnp.arange(num_steps), step_keys))
     return state, jax.tree.map(jnp.mean, metrics)
+
+
+def table_refresh(agent, table) -> tuple[Callable | None, int]:
+    """(refresh function, period) of an agent whose update needs table entries computed from its state
+    (`agent.table_refresh(table)`), or (None, 0)."""
+    method = getattr(agent, "table_refresh", None)
+    return method(table) if method is not None else (None, 0)
 
 
 def plain_updates(agent, state, table, key, num_steps: int, batch_size: int, step_fn=None):
     """The reference loop the field's code uses: one jitted call per update from Python, the same keys
-    as `agent.train_steps`. For the fused-equals-plain test and the throughput benchmark."""
+    (and table refreshes) as `agent.train_steps`. For the fused-equals-plain test and the throughput
+    benchmark."""
     if step_fn is None:
         step_fn = plain_step_fn(agent, table, batch_size)
-    metrics = []
-    for step_key in jax.random.split(key, num_steps):
-        state, step_metrics = step_fn(state, step_key)
+    refresh, every = table_refresh(agent, table)
+    refresh_fn = jax.jit(lambda s, k: refresh(s, table, k)) if refresh is not None else None
+    extra, metrics = {}, []
+    for index, step_key in enumerate(jax.random.split(key, num_steps)):
+        if refresh_fn is not None and index % every == 0:
+            extra = refresh_fn(state, jax.random.fold_in(key, index))
+        state, step_metrics = step_fn(state, step_key, extra)
         metrics.append(step_metrics)
     return state, jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *metrics)
 
 
 def plain_step_fn(agent, table, batch_size: int):
-    return jax.jit(lambda s, k: one_update(agent.update, s, table, k, batch_size, agent.sample),
+    """(state, key, refreshed table entries) -> one update, jitted; `state` is donated."""
+    return jax.jit(lambda s, k, extra: one_update(agent.update, s, {**table, **extra}, k, batch_size, agent.sample),
                    donate_argnums=(0,))

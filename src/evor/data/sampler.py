@@ -11,20 +11,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from evor.data.dataset import Dataset
-from evor.data.targets import multistep_targets
+from evor.data.targets import cutoff_states, multistep_targets
+
+# Table entries that are not one row per transition, so a batch does not gather them: the rows a chunk
+# may start at, and the states where trajectories are cut (with return samples there, see agents/evor.py).
+SHARED_ENTRIES = ("valid_rows", "cutoff_observations", "cutoff_returns")
 
 
-def transition_table(dataset: Dataset, discount: float, target_horizon: int) -> dict[str, jnp.ndarray]:
+def transition_table(dataset: Dataset, discount: float, target_horizon: int,
+                     cutoffs: bool = False) -> dict[str, jnp.ndarray]:
     """Arrays one row per transition, with the multi-step target pieces already joined in.
 
     `bootstrap_*` describe the state the target bootstraps from (s' for one-step TD); its dataset
-    action is only known when that state is not the last of its recorded trajectory.
+    action is only known when that state is not the last of its recorded trajectory. With `cutoffs`,
+    also the distinct bootstrap states (`cutoff_observations`, shared) and each row's index into them.
     """
     targets = multistep_targets(dataset, discount, target_horizon)
     rows = targets.bootstrap_rows
     following = np.minimum(rows + 1, len(dataset) - 1)
     has_next_action = (dataset.ends[rows] == 0).astype(np.float32)
-    return {
+    table = {
         "observations": jnp.asarray(dataset.observations),
         "actions": jnp.asarray(dataset.actions),
         "partial_returns": jnp.asarray(targets.partial_returns),
@@ -33,12 +39,24 @@ def transition_table(dataset: Dataset, discount: float, target_horizon: int) -> 
         "bootstrap_dataset_actions": jnp.asarray(dataset.actions[following]),
         "has_bootstrap_dataset_action": jnp.asarray(has_next_action),
     }
+    return {**table, **_cutoff_entries(dataset, targets)} if cutoffs else table
+
+
+def _cutoff_entries(dataset: Dataset, targets) -> dict[str, jnp.ndarray]:
+    cutoff_rows, row_index = cutoff_states(targets)
+    return {"cutoff_index": jnp.asarray(row_index),
+            "cutoff_observations": jnp.asarray(dataset.next_observations[cutoff_rows])}
+
+
+def gather_rows(table: dict[str, jnp.ndarray], rows: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """The per-transition entries of `table` at `rows` (shared entries are left out)."""
+    return {k: v[rows] for k, v in table.items() if k not in SHARED_ENTRIES}
 
 
 def sample_batch(table: dict[str, jnp.ndarray], key: jax.Array, batch_size: int) -> dict[str, jnp.ndarray]:
     size = table["observations"].shape[0]
     rows = jax.random.randint(key, (batch_size,), 0, size)
-    return jax.tree.map(lambda column: column[rows], table)
+    return gather_rows(table, rows)
 
 
 def action_chunks(dataset: Dataset, discount: float, horizon: int):
@@ -59,7 +77,7 @@ def action_chunks(dataset: Dataset, discount: float, horizon: int):
 
 
 def chunk_table(dataset: Dataset, discount: float, horizon: int,
-                target_horizon: int | None = None) -> dict[str, jnp.ndarray]:
+                target_horizon: int | None = None, cutoffs: bool = False) -> dict[str, jnp.ndarray]:
     """Rows for action chunks a_{t:t+h} of h consecutive steps within one trajectory.
 
     - `action_chunks` (T, h * action_dim): the dataset's actions a_t..a_{t+h-1}; after a true
@@ -71,10 +89,11 @@ def chunk_table(dataset: Dataset, discount: float, horizon: int,
       chunks uses its own target horizon.
     - `valid_rows`: the rows whose chunk fits in its recorded trajectory. A chunk that would run past a
       trajectory cut has no recorded actions to fill it and is never sampled (`sample_chunks`).
+    - with `cutoffs`: the distinct bootstrap states and each row's index into them (`transition_table`).
     """
     walk, chunks, valid_rows = action_chunks(dataset, discount, horizon)
     targets = walk if target_horizon is None else multistep_targets(dataset, discount, target_horizon)
-    return {
+    table = {
         "observations": jnp.asarray(dataset.observations),
         "action_chunks": jnp.asarray(chunks),
         "partial_returns": jnp.asarray(targets.partial_returns),
@@ -82,10 +101,11 @@ def chunk_table(dataset: Dataset, discount: float, horizon: int,
         "bootstrap_observations": jnp.asarray(dataset.next_observations[targets.bootstrap_rows]),
         "valid_rows": jnp.asarray(valid_rows.astype(np.int32)),
     }
+    return {**table, **_cutoff_entries(dataset, targets)} if cutoffs else table
 
 
 def sample_chunks(table: dict[str, jnp.ndarray], key: jax.Array, batch_size: int) -> dict[str, jnp.ndarray]:
     """A batch of valid chunk rows (drawn uniformly among the valid starts)."""
     valid = table["valid_rows"]
     rows = valid[jax.random.randint(key, (batch_size,), 0, valid.shape[0])]
-    return {k: v[rows] for k, v in table.items() if k != "valid_rows"}
+    return gather_rows(table, rows)

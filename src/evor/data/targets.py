@@ -59,3 +59,18 @@ def _monte_carlo(rewards, masks, continues, discount) -> MultiStepTargets:
             disc[t] = discount * masks[t]
             boot[t] = t
     return MultiStepTargets(partial.astype(np.float32), disc.astype(np.float32), boot.astype(np.int32))
+
+
+def cutoff_states(targets: MultiStepTargets) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct rows whose next state some target bootstraps from with non-zero weight, each row's
+    index into them). With Monte-Carlo targets these are the states where recorded trajectories are
+    cut: one per trajectory at most, ~1000 in a 1M-transition OGBench dataset. Rows that bootstrap
+    nothing (weight 0) get index 0; their weight makes the entry irrelevant. A dataset in which nothing
+    bootstraps still gets one entry, so tables keep a non-empty shape."""
+    bootstrapping = targets.bootstrap_discounts > 0
+    rows, index = np.unique(targets.bootstrap_rows[bootstrapping], return_inverse=True)
+    row_index = np.zeros(len(targets.bootstrap_rows), np.int32)
+    row_index[bootstrapping] = index
+    if rows.size == 0:
+        rows = np.zeros(1, np.int64)
+    return rows.astype(np.int64), row_index
