@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evor.checkpoints import checkpoint_step
 from evor.sweep import sweep
 from evor.train import latest_checkpoint, load_run, make_config, train
 
@@ -34,7 +35,7 @@ def main():
         run_dir = Path(args.out) / args.task / f"evor-{args.preset}-seed{seed}"
         config = make_config(args.preset, task=args.task, seed=seed, total_steps=args.steps)
         done = latest_checkpoint(run_dir)
-        if done is None or not done.name.endswith(f"{config.total_steps:08d}.pkl"):
+        if done is None or checkpoint_step(done) != config.total_steps:
             train(config, run_dir, resume=done is not None)
         run = load_run(run_dir)
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

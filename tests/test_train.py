@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from evor.data.generate import generate_dataset
 from evor.agents.evor import EVORConfig, InferenceSettings
+from evor.data.generate import generate_dataset
 from evor.errors import ConfigError, EvorError
 from evor.train import load_run, make_config, train
 
@@ -82,6 +82,15 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
     del saved["agent"]["horizon"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     train(_config(data_dir), tmp_path / "run", resume=True, show_progress=False)
+    # one written before the cut-off table existed trained Monte-Carlo targets every row: that is what it means
+    with_table = json.loads(json.dumps(saved))
+    for field in ("cutoff_returns", "cutoff_samples", "cutoff_refresh_every"):
+        del saved["agent"][field]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(EvorError, match="cutoff_returns: saved 'every_row', requested 'table'"):
+        train(_config(data_dir), tmp_path / "run", resume=True, show_progress=False)
+    assert load_run(tmp_path / "run").agent.config.cutoff_returns == "every_row"
+    saved = with_table
     del saved["agent"]["target_horizon"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(EvorError, match="target_horizon: saved '\\(absent\\)', requested 0"):
@@ -97,7 +106,8 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
 
 
 @pytest.mark.parametrize("agent, overrides, action_dim", [
-    ("evor", {}, 5), ("evor", {"agent": {"horizon": 3}}, 15), ("qc", {"agent": {"horizon": 1}}, 5), ("qc", {"agent": {"horizon": 5}}, 25),
+    ("evor", {}, 5), ("evor", {"agent": {"horizon": 3}}, 15),
+    ("qc", {"agent": {"horizon": 1}}, 5), ("qc", {"agent": {"horizon": 5}}, 25),
     ("fql", {}, 5), ("ifql", {}, 5)])
 def test_every_agent_trains_saves_loads_and_acts(data_dir, tmp_path, agent, overrides, action_dim):
     config = make_config("tiny", task=TASK, data_dir=str(data_dir), agent_name=agent, eval_every=0, **overrides)
@@ -115,6 +125,18 @@ def test_fql_alpha_follows_the_environment_family(data_dir):
     assert make_config("tiny", task="puzzle-3x3-play-singletask-task4-v0", agent_name="fql").agent["alpha"] == 1000.0
     assert make_config("tiny", task=TASK, agent_name="fql").agent["alpha"] == 300.0
     assert make_config("tiny", task=TASK, agent_name="fql", agent={"alpha": 5.0}).agent["alpha"] == 5.0
+    # every family of the FQL paper gets its value; long mazes their discount
+    for task, alpha, discount in (("scene-play-singletask-task2-v0", 300.0, None),
+                                  ("puzzle-4x4-play-singletask-task4-v0", 1000.0, None),
+                                  ("cube-double-play-singletask-task2-v0", 300.0, None),
+                                  ("antmaze-large-navigate-singletask-v0", 10.0, None),
+                                  ("antmaze-giant-navigate-singletask-v0", 10.0, 0.995),
+                                  ("humanoidmaze-medium-navigate-singletask-v0", 30.0, 0.995),
+                                  ("antsoccer-arena-navigate-singletask-v0", 10.0, None)):
+        agent = make_config("tiny", task=task, agent_name="fql").agent
+        assert agent["alpha"] == alpha and agent.get("discount") == discount, (task, agent)
+    assert make_config("tiny", task="humanoidmaze-medium-navigate-singletask-v0", agent_name="fql",
+                       agent={"discount": 0.9}).agent["discount"] == 0.9
 
 
 @pytest.mark.parametrize("mode", ["vmap", "map"])

@@ -58,7 +58,7 @@ class Cell:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "Cell":
+    def from_json(cls, text: str) -> Cell:
         values = json.loads(text)
         values["overrides"] = tuple(tuple(pair) for pair in values["overrides"])
         return cls(**values)
@@ -143,6 +143,7 @@ def prepare_data(suite: dict, cells: list[Cell], workers: int = 1) -> None:
 
 def run_cell(cell: Cell) -> dict:
     """Train (or resume, or reuse) the cell's run and evaluate its final checkpoint."""
+    from evor.checkpoints import checkpoint_step
     from evor.data.files import atomic_write_json
     from evor.train import latest_checkpoint, load_run, make_config, train
 
@@ -152,7 +153,7 @@ def run_cell(cell: Cell) -> dict:
                          agent={**agent_overrides, **overrides.pop("agent", {})}, data_dir=cell.data_dir, **overrides)
     run_dir = cell.run_dir
     done = latest_checkpoint(run_dir)
-    if done is None or not done.name.endswith(f"{config.total_steps:08d}.pkl"):
+    if done is None or checkpoint_step(done) != config.total_steps:
         train(config, run_dir, resume=done is not None, show_progress=False)
     if not cell.done():
         run = load_run(run_dir)

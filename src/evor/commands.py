@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from evor.errors import ConfigError
+from evor.errors import ConfigError, EvorError
 
 CHUNKED_AGENTS = ("qc", "evor")  # agents with an action-chunk length (--horizon)
 
@@ -20,10 +20,10 @@ _GRID_FLAGS = {
 def add_commands(sub, int_list, float_list):
     train = sub.add_parser("train", help="train an agent on an OGBench task")
     train.add_argument("--task", default=None, help="e.g. cube-single-play-singletask-task2-v0")
-    train.add_argument("--agent", default="evor", help="evor | qc | fql | ifql")
+    train.add_argument("--agent", default=None, help="evor (default) | qc | fql | ifql")
     train.add_argument("--horizon", type=int, default=None,
                        help="action-chunk length for --agent qc (QC-1: 1, QC-5: 5) or evor (default 1)")
-    train.add_argument("--preset", default="cpu", help="cpu | paper | tiny (data files in evor/presets)")
+    train.add_argument("--preset", default=None, help="cpu (default) | paper | tiny (data files in evor/presets)")
     train.add_argument("--config", default=None, help="JSON file of config fields, applied over the preset")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--seeds", type=int_list, default=None,
@@ -35,7 +35,9 @@ def add_commands(sub, int_list, float_list):
     train.add_argument("--steps", type=int, default=None, help="total gradient steps")
     train.add_argument("--data-dir", default=None)
     train.add_argument("--run-dir", default=None, help="default runs/TASK/AGENT/seedN")
-    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its last checkpoint, with its own config.json; "
+                            "flags given with it must agree with that config")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set agent.target_horizon=10 --set eval_episodes=50")
     train.add_argument("--quiet", action="store_true")
@@ -81,6 +83,15 @@ def add_commands(sub, int_list, float_list):
     bn.add_argument("--gpus-per-cell", type=float, default=0, help="ray backend: GPU request per cell")
     bn.add_argument("--out", default=None, help="default runs/bench/SUITE")
     bn.set_defaults(func=cmd_bench)
+
+    ck = sub.add_parser("checkpoint", help="checkpoint maintenance").add_subparsers(dest="checkpoint_command",
+                                                                                  required=True)
+    cv = ck.add_parser("convert", help="one-time conversion of a run's pickle checkpoints (older evor) to the "
+                                       "current format; unpickling runs code, so only for files you trust")
+    cv.add_argument("run_dir")
+    cv.add_argument("--trust-pickle", action="store_true",
+                    help="required: you made these files yourself or trust whoever did")
+    cv.set_defaults(func=cmd_checkpoint_convert)
 
     qs = sub.add_parser("quickstart", help="generate a small dataset, train EVOR, show success vs candidates N")
     qs.add_argument("--out", default="runs/quickstart")
@@ -135,21 +146,46 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+def cmd_checkpoint_convert(args):
+    from evor.checkpoints import convert_legacy_checkpoints, legacy_checkpoints
+    from evor.train import load_run_agent, state_template
+
+    run_dir = Path(args.run_dir).expanduser()
+    if not legacy_checkpoints(run_dir):
+        raise EvorError(f"{run_dir} has no pickle checkpoints (checkpoints/step_*.pkl) to convert.")
+    _, agent = load_run_agent(run_dir)
+    for path in convert_legacy_checkpoints(run_dir, state_template(agent), trust_pickle=args.trust_pickle):
+        print(f"wrote {path}")
+
+
 def cmd_train(args):
     from evor.report import method_label
-    from evor.train import load_config_file, make_config, train, train_seeds
+    from evor.train import load_config_file, make_config, resume_config, train, train_seeds
 
+    # Only what the user typed: with --resume it is checked against the run's config, not the defaults.
     overrides = load_config_file(args.config) if args.config else {}
+    agent_name = args.agent or overrides.get("agent_name")
     if args.horizon is not None:
-        if args.agent not in CHUNKED_AGENTS:
+        if (agent_name or "evor") not in CHUNKED_AGENTS:
             raise ConfigError(f"--horizon (action-chunk length) applies to --agent {' or '.join(CHUNKED_AGENTS)}, "
-                              f"not {args.agent}.")
+                              f"not {agent_name}.")
         overrides["agent"] = {**overrides.get("agent", {}), "horizon": args.horizon}
     for key, value in _parse_overrides(args.set).items():
         overrides[key] = {**overrides.get(key, {}), **value} if key in ("agent", "inference") else value
     overrides.update({k: v for k, v in dict(task=args.task, agent_name=args.agent, seed=args.seed,
                                             total_steps=args.steps, data_dir=args.data_dir).items() if v is not None})
-    config = make_config(args.preset, **overrides)
+    if args.resume and (args.run_dir or args.seeds is None):
+        first = Path(args.run_dir) / f"seed{args.seeds[0]}" if args.run_dir and args.seeds else None
+        run_dir = first or (Path(args.run_dir) if args.run_dir else None)
+        if run_dir is None:  # the default directory is named after the task and agent
+            probe = make_config(args.preset or "cpu", **overrides)
+            name = method_label({"agent_name": probe.agent_name, "agent": probe.agent})
+            run_dir = Path("runs") / probe.task / name / f"seed{probe.seed}"
+        if args.seeds is not None:
+            overrides.pop("seed", None)
+        config = resume_config(run_dir, overrides, preset=args.preset)
+    else:
+        config = make_config(args.preset or "cpu", **overrides)
     name = method_label({"agent_name": config.agent_name, "agent": config.agent})  # qc5, evor5, fql, ...
     if args.seeds is not None:
         if args.seed is not None:

@@ -4,7 +4,7 @@ A run directory holds everything needed to trace a figure back to its cause:
   config.json        the full resolved config (agent and inference settings included)
   versions.json      library versions, platform, dataset sidecar
   metrics.jsonl/.csv training and validation losses, steps/s, evaluations
-  checkpoints/       step_XXXXXXXX.pkl: parameters, optimiser state, step, RNG key (atomic writes)
+  checkpoints/       step_XXXXXXXX.ckpt: parameters, optimiser state, step, RNG key (evor.checkpoints)
   eval.json          results of `evor eval`
 """
 
@@ -13,10 +13,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import hashlib
 import json
 import os
-import pickle
 import platform
 import time
 import types
@@ -32,15 +30,25 @@ import numpy as np
 
 from evor.agents import get_agent_class
 from evor.agents.evor import InferenceSettings, ReturnScale
+from evor.checkpoints import (  # noqa: F401
+    CHECKPOINTS_KEPT,
+    checkpoint_name,
+    checkpoint_step,
+    checkpoints,
+    latest_checkpoint,
+    legacy_checkpoints,
+    load_checkpoint,
+    load_latest_valid_checkpoint,
+    refuse_legacy,
+    save_checkpoint,
+)
 from evor.data.dataset import load_task
-from evor.data.files import atomic_path, atomic_write_json
+from evor.data.files import atomic_write_json
 from evor.data.generate import library_versions
 from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import OGBenchEnv, evaluate_policy
 from evor.progress import progress_bar
-
-CHECKPOINTS_KEPT = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,12 +178,12 @@ def make_config(preset: str = "cpu", **overrides) -> TrainConfig:
         values[nested] = {**preset_fields, **extra}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["preset"] = preset
-    if values.get("agent_name") == "fql" and "alpha" not in values["agent"]:
-        from evor.agents.fql import ALPHA_BY_FAMILY
-
-        family = str(values.get("task", TrainConfig.task)).split("-")[0]
-        if family in ALPHA_BY_FAMILY:
-            values["agent"] = {**values["agent"], "alpha": ALPHA_BY_FAMILY[family]}
+    # Per-task defaults an agent declares (FQL's alpha and discount per family) fill what neither the
+    # preset nor the user set.
+    task_defaults = getattr(agent_cls, "task_defaults", None) if agent_cls else None
+    if task_defaults is not None:
+        defaults = task_defaults(str(values.get("task", TrainConfig.task)))
+        values["agent"] = {**{k: v for k, v in defaults.items() if k not in values["agent"]}, **values["agent"]}
     config = _build(TrainConfig, values, "training config")
     config.validate()
     return config
@@ -188,61 +196,9 @@ def _to_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(x), tree)
 
 
-_CHECKPOINT_MAGIC = b"EVORCKPT1\n"
-
-
-def save_checkpoint(run_dir: Path, step: int, state, key: jax.Array, keep: int = CHECKPOINTS_KEPT) -> Path:
-    """Write parameters, optimiser state, step and RNG key; a SHA-256 of the payload guards the file."""
-    directory = run_dir / "checkpoints"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"step_{step:08d}.pkl"
-    payload = pickle.dumps({"step": step, "state": _to_numpy(state), "key": np.asarray(key)},
-                           protocol=pickle.HIGHEST_PROTOCOL)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(_CHECKPOINT_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-            f.flush()
-            os.fsync(f.fileno())
-    for old in sorted(directory.glob("step_*.pkl"))[:-keep]:
-        old.unlink()
-    return path
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Read and verify a checkpoint; a damaged file raises EvorError naming it."""
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise EvorError(f"{path}: checkpoint could not be read: {exc.strerror or exc}.") from None
-    header_end = len(_CHECKPOINT_MAGIC) + 64 + 1
-    if not blob.startswith(_CHECKPOINT_MAGIC) or len(blob) < header_end:
-        raise EvorError(f"{path}: not an evor checkpoint, or truncated.")
-    digest, payload = blob[len(_CHECKPOINT_MAGIC):header_end - 1].decode(errors="replace"), blob[header_end:]
-    if hashlib.sha256(payload).hexdigest() != digest:
-        raise EvorError(f"{path}: checkpoint is corrupt (checksum mismatch).")
-    data = pickle.loads(payload)
-    data["state"] = jax.tree.map(jnp.asarray, data["state"])
-    data["key"] = jnp.asarray(data["key"])
-    return data
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("step_*.pkl"))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def load_latest_valid_checkpoint(run_dir: Path) -> dict | None:
-    """The newest checkpoint that verifies; damaged ones are skipped with a warning naming them."""
-    for path in reversed(checkpoints(run_dir)):
-        try:
-            return load_checkpoint(path)
-        except EvorError as exc:
-            warnings.warn(f"{exc} Falling back to the previous checkpoint.", stacklevel=2)
-    return None
+def state_template(agent):
+    """The structure, shapes and dtypes of `agent`'s training state, traced without computing it."""
+    return jax.eval_shape(agent.init, jax.random.PRNGKey(0))
 
 
 # --------------------------------------------------------------------------- runs
@@ -373,12 +329,13 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
     if resume:
         if not config_path.exists():
             raise EvorError(f"Cannot resume: {config_path} does not exist.")
+        refuse_legacy(run_dir)
         saved = _with_added_fields(json.loads(config_path.read_text()), config.agent_name)
         differences = _config_differences(saved, _config_json(config))
         if differences:
             raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config "
                             f"({'; '.join(differences)}). Set the saved values explicitly (--set) to continue it.")
-    elif config_path.exists() and checkpoints(run_dir):
+    elif config_path.exists() and (checkpoints(run_dir) or legacy_checkpoints(run_dir)):
         raise EvorError(f"{run_dir} already holds a run; use --resume to continue it or choose another directory.")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -386,16 +343,18 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
         raise EvorError(f"Cannot create run directory '{run_dir}': {exc.strerror}.") from None
 
 
-def _resume_payloads(run_dirs: list[Path]) -> list[dict] | None:
+def _resume_payloads(run_dirs: list[Path], template) -> list[dict] | None:
     """The checkpoints to continue from: each run's newest valid one, or, for seeds trained together,
     the newest step that every seed has (a kill between two seeds' writes leaves them one save apart)."""
+    for run_dir in run_dirs:
+        refuse_legacy(run_dir)
     if len(run_dirs) == 1:
-        payload = load_latest_valid_checkpoint(run_dirs[0])
+        payload = load_latest_valid_checkpoint(run_dirs[0], template)
         return None if payload is None else [payload]
-    common = set.intersection(*({int(p.stem[len("step_"):]) for p in checkpoints(d)} for d in run_dirs))
+    common = set.intersection(*({checkpoint_step(p) for p in checkpoints(d)} for d in run_dirs))
     for step in sorted(common, reverse=True):
         try:
-            return [load_checkpoint(d / "checkpoints" / f"step_{step:08d}.pkl") for d in run_dirs]
+            return [load_checkpoint(d / "checkpoints" / checkpoint_name(step), template) for d in run_dirs]
         except EvorError as exc:
             warnings.warn(f"{exc} Falling back to the previous common checkpoint.", stacklevel=2)
     return None
@@ -472,7 +431,7 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
     val_table = agent.make_table(val_set)
     num_seeds = len(seeds)
     step = 0
-    payloads = _resume_payloads(run_dirs) if resume else None
+    payloads = _resume_payloads(run_dirs, state_template(agent)) if resume else None
     if payloads is not None:
         state, keys, step = _stack([p["state"] for p in payloads]), _stack([p["key"] for p in payloads]), \
             payloads[0]["step"]
@@ -555,20 +514,52 @@ def _config_json(config: TrainConfig) -> dict:
 
 
 # Fields added to an agent's config or settings after runs were written with the full-field config.json:
-# (agent, section, field). Each was added with a default that reproduces the behaviour before it
-# existed, so a saved config without it means that default. Other absent fields still count as different.
-FIELDS_ADDED_LATER = {("evor", "agent", "horizon")}
+# (agent, section, field) -> the value that reproduces the behaviour before the field existed. A saved
+# config without the field means that value. Other absent fields still count as different.
+FIELDS_ADDED_LATER = {
+    ("evor", "agent", "horizon"): 1,
+    ("evor", "agent", "cutoff_returns"): "every_row",  # Monte-Carlo targets integrated per row before
+    ("evor", "agent", "cutoff_samples"): 4,
+    ("evor", "agent", "cutoff_refresh_every"): 250,
+}
 
 
 def _with_added_fields(saved: dict, agent_name: str) -> dict:
-    """A saved config with FIELDS_ADDED_LATER filled in at their defaults where it lacks them."""
-    agent_cls = get_agent_class(agent_name)
+    """A saved config with FIELDS_ADDED_LATER filled in where it lacks them."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
-    for name, section, field in FIELDS_ADDED_LATER:
-        cls = agent_cls.Config if section == "agent" else agent_cls.Settings
+    for (name, section, field), before in FIELDS_ADDED_LATER.items():
         if name == agent_name and isinstance(out.get(section), dict) and field not in out[section]:
-            out[section][field] = json.loads(json.dumps(getattr(cls(), field)))
+            out[section][field] = before
     return out
+
+
+def resume_config(run_dir: str | os.PathLike, explicit: dict, preset: str | None = None) -> TrainConfig:
+    """The config a run continues with: its own config.json. `explicit` holds only the fields the user
+    gave on the resume command (nested `agent`/`inference` dicts allowed); any that differs from the saved
+    value is refused by name, so `--resume` alone always continues the run as it was started."""
+    run_dir = Path(run_dir).expanduser()
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise EvorError(f"Cannot resume: {config_path} does not exist.")
+    saved = json.loads(config_path.read_text())
+    if not isinstance(saved, dict):
+        raise EvorError(f"{config_path}: not a config (expected a JSON object).")
+    saved = _with_added_fields(saved, saved.get("agent_name", TrainConfig.agent_name))
+    requested = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
+    for key, value in explicit.items():
+        if key in ("agent", "inference") and isinstance(value, dict):
+            requested[key] = {**requested.get(key, {}), **value}
+        else:
+            requested[key] = value
+    if preset is not None:
+        requested["preset"] = preset
+    differences = _config_differences(saved, json.loads(json.dumps(requested)))
+    if differences:
+        raise EvorError(f"Cannot resume {run_dir}: the options given differ from its config.json "
+                        f"({'; '.join(differences)}). Leave them out to continue the run as it was started.")
+    config = _build(TrainConfig, saved, "training config")
+    config.validate()
+    return config
 
 
 def _config_differences(saved: dict, requested: dict, prefix: str = "") -> list[str]:
@@ -608,27 +599,36 @@ def _truncate_metrics(run_dir: Path, step: int):
     _append_csv(run_dir / "metrics.csv", rows)
 
 
-def load_run(run_dir: str | os.PathLike, step: int | None = None) -> Run:
-    """Load a run's config and its latest (or a given) checkpoint, ready to act and evaluate."""
-    run_dir = Path(run_dir).expanduser()
+def load_run_agent(run_dir: Path):
+    """(config, agent) of a run directory, from config.json and versions.json; no checkpoint is read."""
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise EvorError(f"{run_dir} is not a run directory (no config.json).")
     values = json.loads(config_path.read_text())
+    if isinstance(values, dict) and isinstance(values.get("agent_name", TrainConfig.agent_name), str):
+        values = _with_added_fields(values, values.get("agent_name", TrainConfig.agent_name))
     config = _build(TrainConfig, values, "training config")
-    if step is not None:
-        path = run_dir / "checkpoints" / f"step_{step:08d}.pkl"
-        if not path.exists():
-            raise EvorError(f"{run_dir} has no checkpoint at step {step}.")
-        payload = load_checkpoint(path)
-    else:
-        payload = load_latest_valid_checkpoint(run_dir)
-        if payload is None:
-            raise EvorError(f"{run_dir} has no readable checkpoint.")
     versions = json.loads((run_dir / "versions.json").read_text())
     train_data = versions["train_data"]
     agent = _agent_for(config, train_data["observation_dim"], train_data["action_dim"],
                        (train_data["reward_min"], train_data["reward_max"]))
+    return config, agent
+
+
+def load_run(run_dir: str | os.PathLike, step: int | None = None) -> Run:
+    """Load a run's config and its latest (or a given) checkpoint, ready to act and evaluate."""
+    run_dir = Path(run_dir).expanduser()
+    config, agent = load_run_agent(run_dir)
+    refuse_legacy(run_dir)
+    if step is not None:
+        path = run_dir / "checkpoints" / checkpoint_name(step)
+        if not path.exists():
+            raise EvorError(f"{run_dir} has no checkpoint at step {step}.")
+        payload = load_checkpoint(path, state_template(agent))
+    else:
+        payload = load_latest_valid_checkpoint(run_dir, state_template(agent))
+        if payload is None:
+            raise EvorError(f"{run_dir} has no readable checkpoint.")
     return Run(run_dir, config, agent, payload["state"], payload["step"])
 
 
