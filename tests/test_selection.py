@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from evor.selection import acceptance_probabilities, rejection_select, soft_value, softmax_select
+from evor.selection import acceptance_probabilities, rejection_select, select, soft_value, softmax_select
 
 SAMPLES = jnp.array([[0.1, -0.3, 0.7, 0.2], [-1.0, -0.2, -0.5, -0.9]])
 
@@ -72,3 +72,18 @@ def test_softmax_selection_matches_softmax_and_zero_temperature_is_argmax():
     chi2 = (((counts - n * expected) ** 2) / (n * expected)).sum()
     assert chi2 < 13.82  # 99.9% quantile, 2 dof
     assert (_select_many(softmax_select, q, 0.0, n=500) == 1).all()
+
+
+def test_non_finite_q_star_falls_back_to_a_random_candidate_with_a_warning():
+    q = jnp.array([[0.1, jnp.nan, 0.3, 0.2], [0.1, 0.5, 0.3, 0.2]])
+    keys = jax.random.split(jax.random.PRNGKey(0), 2000)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        chosen = np.asarray(jax.jit(jax.vmap(lambda k: select(k, q, 0.0, "rejection")))(keys))
+        jax.block_until_ready(chosen)
+    # the finite row still gets its argmax; the NaN row a uniform pick (not candidate 0 every time)
+    assert np.all(chosen[:, 1] == 1)
+    counts = np.bincount(chosen[:, 0], minlength=4) / len(chosen)
+    np.testing.assert_allclose(counts, 0.25, atol=0.04)
+    # finite rows choose exactly what they chose before the guard existed
+    np.testing.assert_array_equal(np.asarray(select(keys[0], q[1], 1e-3, "rejection")),
+                                  np.asarray(rejection_select(keys[0], q[1], 1e-3)))

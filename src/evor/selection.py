@@ -5,6 +5,8 @@ Shared by EVOR (rejection sampling against Q*) and the best-of-N baselines (argm
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 
@@ -58,8 +60,22 @@ def softmax_select(key: jax.Array, q: jnp.ndarray, tau_r: float | jnp.ndarray) -
 
 
 def select(key: jax.Array, q: jnp.ndarray, tau_r, rule: str) -> jnp.ndarray:
-    if rule == "rejection":
-        return rejection_select(key, q, tau_r)
-    if rule == "softmax":
-        return softmax_select(key, q, tau_r)
-    raise ValueError(f"unknown selection rule '{rule}'; choose from {SELECTION_RULES}")
+    """Index of the chosen candidate along q's last axis. A row whose Q* is not finite (a diverged return
+    model) gets a uniformly random candidate, i.e. a plain pi_ref sample, and a warning; without this
+    guard the comparisons with NaN would silently select candidate 0 every time."""
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"unknown selection rule '{rule}'; choose from {SELECTION_RULES}")
+    bad = ~jnp.all(jnp.isfinite(q), axis=-1)
+    clean = jnp.where(bad[..., None], jnp.zeros_like(q), q)
+    index = rejection_select(key, clean, tau_r) if rule == "rejection" else softmax_select(key, clean, tau_r)
+    # fold_in, not split: the key of every finite row stays what it was, so results do not change
+    fallback = jax.random.randint(jax.random.fold_in(key, 1), bad.shape, 0, q.shape[-1])
+    jax.debug.callback(_warn_non_finite, jnp.any(bad))
+    return jnp.where(bad, fallback, index)
+
+
+def _warn_non_finite(any_bad) -> None:
+    if bool(any_bad):
+        warnings.warn("Q* was not finite (NaN or inf) for some observation: the return model has diverged or "
+                      "was fed non-finite inputs. Those observations act with a plain pi_ref sample (a random "
+                      "candidate) instead of the selection rule.", RuntimeWarning, stacklevel=1)
