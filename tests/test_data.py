@@ -252,6 +252,36 @@ def test_imported_dataset_round_trips_through_save(tmp_path):
         np.testing.assert_array_equal(getattr(back, field), getattr(d, field))
 
 
+def test_save_then_import_keeps_terminations_that_do_not_end_a_trajectory(tmp_path):
+    # OGBench single tasks: mask 0 at success, and the recorded trajectory goes on after it
+    d = Dataset.random(60, 3, 2, episode_length=20, seed=1)
+    masks = d.masks.copy()
+    masks[[5, 33]] = 0.0
+    d = Dataset.from_arrays("with-success", observations=d.observations, actions=d.actions, rewards=d.rewards,
+                            masks=masks, ends=d.ends, next_observations=d.next_observations)
+    back = import_dataset(save_dataset(d, tmp_path / "saved.npz"))
+    for field in ("observations", "actions", "rewards", "masks", "ends", "next_observations"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(d, field))
+    assert back.ends[5] == 0 and back.masks[5] == 0
+
+
+def test_an_ogbench_file_reads_terminals_as_trajectory_cut_offs(tmp_path):
+    n = 30
+    terminals = np.zeros(n, np.float32)
+    terminals[[9, 19, 29]] = 1  # three recorded trajectories of 10 steps, none of them terminated
+    rng = np.random.default_rng(0)
+    arrays = {"observations": rng.standard_normal((n, 3)).astype(np.float32),
+              "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32), "terminals": terminals,
+              "qpos": np.zeros((n, 4), np.float32)}
+    np.savez(tmp_path / "raw.npz", **arrays)
+    with pytest.raises(DataError, match="OGBench computes them per task"):
+        import_dataset(tmp_path / "raw.npz")
+    np.savez(tmp_path / "with-rewards.npz", rewards=-np.ones(n, np.float32), **arrays)
+    d = import_dataset(tmp_path / "with-rewards.npz")
+    assert d.masks.min() == 1.0  # no terminations: terminals only mark where a recording stops
+    assert d.num_trajectories == 3 and len(d) == 27  # each cut row has no recorded next state
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(rewards=None), "key 'rewards' is missing"),
     (dict(terminals=None, timeouts=None), "needs 'terminals'"),

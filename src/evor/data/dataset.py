@@ -70,7 +70,7 @@ class Dataset:
         }
 
     @classmethod
-    def random(cls, num: int, observation_dim: int, action_dim: int, episode_length: int, seed: int = 0) -> "Dataset":
+    def random(cls, num: int, observation_dim: int, action_dim: int, episode_length: int, seed: int = 0) -> Dataset:
         """Transitions with random contents (Gaussian observations, uniform actions, rewards in {-1, 0},
         no terminations, trajectories cut every `episode_length` rows): for speed benchmarks and for
         tests of code paths whose results do not depend on what the data means."""
@@ -84,7 +84,7 @@ class Dataset:
                                masks=np.ones(num, np.float32), ends=ends)
 
     @classmethod
-    def from_arrays(cls, source: str, **arrays) -> "Dataset":
+    def from_arrays(cls, source: str, **arrays) -> Dataset:
         """Validate and build: every check names the source, the key and the problem."""
         required = ("observations", "actions", "rewards", "masks", "ends", "next_observations")
         for key in required:
@@ -265,7 +265,9 @@ def import_dataset(path: str | os.PathLike) -> Dataset:
     """Read a user's dataset (.npz, or HDF5 with D4RL or Minari layout) into a validated Dataset.
 
     Keys: observations, actions, rewards, terminals (or terminations: the episode truly ended),
-    timeouts (or truncations: the recording was cut), optional next_observations. Minari HDF5 files
+    timeouts (or truncations: the recording was cut), optional next_observations, and optional `ends`
+    (with next_observations: where each recorded trajectory stops, as `save_dataset` writes it). A file in
+    OGBench's own layout (with `qpos`, without timeouts) reads `terminals` as trajectory cut-offs. Minari HDF5 files
     (one group per episode, observations one longer than actions) are read episode by episode.
     """
     path = Path(path).expanduser()
@@ -282,7 +284,11 @@ def import_dataset(path: str | os.PathLike) -> Dataset:
 
 
 def _load_hdf5(path: Path) -> dict[str, np.ndarray]:
-    import h5py
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"{path}: reading HDF5 files needs h5py, which is not installed: "
+                        f"pip install 'evor[hdf5]'.") from None
 
     try:
         with h5py.File(path, "r") as f:
@@ -318,11 +324,30 @@ def _minari_to_flat(path: Path, groups) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def _from_ogbench_layout(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """OGBench's own files (observations, actions, terminals, qpos, ...; no timeouts) use `terminals` for
+    where a recorded trajectory stops, not for a true termination (D4RL's meaning). Read them that way:
+    `terminals` become cut-offs, and terminations come only from `masks` if the file has them."""
+    if "qpos" not in arrays or "terminals" not in arrays or any(k in arrays for k in _TIMEOUT_KEYS + ("terminations",)):
+        return arrays
+    if "rewards" not in arrays:
+        raise DataError(f"{source}: an OGBench dataset file (observations, actions, terminals, qpos) has no rewards: "
+                        f"OGBench computes them per task. Put it in the data directory as NAME.npz (with "
+                        f"NAME-val.npz) and train on one of its tasks, e.g. `evor train --task "
+                        f"NAME-singletask-task1-v0`.")
+    out = {k: v for k, v in arrays.items() if k != "terminals"}
+    out["timeouts"] = arrays["terminals"]
+    masks = arrays.get("masks")
+    out["terminations"] = np.zeros(len(arrays["observations"])) if masks is None else 1.0 - np.asarray(masks)
+    return out
+
+
 def _transitions_from_arrays(arrays: dict[str, np.ndarray], source: str) -> Dataset:
+    arrays = _from_ogbench_layout(arrays, source)
     for key in ("observations", "actions", "rewards"):
         if key not in arrays:
             raise DataError(f"{source}: key '{key}' is missing (found: {', '.join(sorted(arrays)) or 'nothing'}).")
-    known = ("observations", "actions", "rewards", "next_observations") + _TERMINATION_KEYS + _TIMEOUT_KEYS
+    known = ("observations", "actions", "rewards", "next_observations", "ends") + _TERMINATION_KEYS + _TIMEOUT_KEYS
     for key in (k for k in known if k in arrays):
         column = np.asarray(arrays[key])
         if column.dtype.kind not in "biuf":
@@ -337,7 +362,7 @@ def _transitions_from_arrays(arrays: dict[str, np.ndarray], source: str) -> Data
     if term_key is None and timeout_key is None:
         raise DataError(f"{source}: needs 'terminals' (or 'terminations') and/or 'timeouts' (or 'truncations') "
                         f"to know where episodes end.")
-    for key in [k for k in ("actions", "rewards", term_key, timeout_key, "next_observations") if k in arrays]:
+    for key in [k for k in ("actions", "rewards", term_key, timeout_key, "next_observations", "ends") if k in arrays]:
         if len(arrays[key]) != length:
             raise DataError(f"{source}: key '{key}' has {len(arrays[key])} rows but 'observations' has {length}.")
     terminated = np.asarray(arrays[term_key]).reshape(length, -1)[:, 0] > 0 if term_key else np.zeros(length, bool)
@@ -348,7 +373,9 @@ def _transitions_from_arrays(arrays: dict[str, np.ndarray], source: str) -> Data
     if "next_observations" in arrays:
         keep = np.ones(length, bool)
         next_obs = np.asarray(arrays["next_observations"])
-        ends = terminated | truncated
+        # evor's own files (`save_dataset`) say where trajectories stop: a termination need not end one
+        # (OGBench single tasks go on after success)
+        ends = np.asarray(arrays["ends"]).reshape(length) > 0 if "ends" in arrays else terminated | truncated
     else:
         # s'_t = s_{t+1} inside an episode. A step cut by a timeout (or the table's last row) has no
         # recorded s' and is dropped; a true termination keeps its row, s' is never bootstrapped from.
@@ -379,7 +406,7 @@ def save_dataset(dataset: Dataset, path: str | os.PathLike) -> Path:
     atomic_write_npz(path, {
         "observations": dataset.observations, "actions": dataset.actions, "rewards": dataset.rewards,
         "terminals": 1.0 - dataset.masks, "timeouts": dataset.ends * dataset.masks,
-        "next_observations": dataset.next_observations,
+        "next_observations": dataset.next_observations, "ends": dataset.ends,
     })
     return path
 

@@ -54,6 +54,10 @@ for _maze, _episodes, _steps in _MAZE:
 # user supplies the official files, never generated here.
 EXPERT_POLICY_FAMILIES = ("antmaze", "humanoidmaze", "antsoccer")
 
+# OGBench's environment families (a dataset name starts with one) and its single tasks per environment.
+OGBENCH_FAMILIES = ("cube", "scene", "puzzle", "pointmaze", "antmaze", "humanoidmaze", "antsoccer", "visual")
+NUM_SINGLE_TASKS = 5
+
 _TASK_RE = re.compile(r"^(?P<dataset>.+?)-singletask(?:-task(?P<task>\d+))?-(?P<version>v\d+)$")
 
 
@@ -98,10 +102,24 @@ def parse_task_name(task: str) -> TaskName:
     if match:
         dataset = f"{match['dataset']}-{match['version']}"
         task_id = int(match["task"]) if match["task"] else None
+        _check_known(task, dataset, task_id)
         return TaskName(task=task, dataset=dataset, task_id=task_id)
     if re.match(r"^.+-v\d+$", task) and "singletask" not in task:
         head, version = task.rsplit("-", 1)
+        _check_known(task, task, None)
         return TaskName(task=f"{head}-singletask-{version}", dataset=task, task_id=None)
     raise DataError(
         f"Cannot read task name '{task}': expected an OGBench single-task name such as "
         f"'cube-single-play-singletask-task2-v0' or a dataset name such as 'cube-single-play-v0'.")
+
+
+def _check_known(task: str, dataset: str, task_id: int | None) -> None:
+    """Name an unknown environment or task number as such, before anyone looks for its dataset."""
+    if dataset.split("-")[0] not in OGBENCH_FAMILIES:
+        raise DataError(f"Unknown OGBench task '{task}': '{dataset}' is not a dataset of an OGBench environment "
+                        f"(families: {', '.join(OGBENCH_FAMILIES)}). Datasets evor can generate: "
+                        f"{', '.join(sorted(RECIPES))}.")
+    if task_id is not None and not 1 <= task_id <= NUM_SINGLE_TASKS:
+        raise DataError(f"Unknown task number {task_id} in '{task}': OGBench single-task environments have tasks "
+                        f"1-{NUM_SINGLE_TASKS} (e.g. '{dataset.rsplit('-', 1)[0]}-singletask-task1-"
+                        f"{dataset.rsplit('-', 1)[1]}').")
