@@ -56,8 +56,9 @@ def test_negative_horizon_is_rejected():
 
 
 def test_action_chunks_against_a_hand_built_episode():
-    from evor.data.sampler import chunk_table, sample_chunks
     import jax
+
+    from evor.data.sampler import chunk_table, sample_chunks
 
     d = _dataset()
     actions = np.arange(7, dtype=np.float32)[:, None] / 10  # a_t = t / 10

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np

@@ -7,7 +7,7 @@ dx/dt = v(x, t) from t = 0 to 1.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -292,7 +292,13 @@ def _table_cells(task_rows, env_rows, sweep_rows=()):
 
 def _figures(records: list[RunRecord]) -> dict[str, tuple[str, bytes]]:
     """name -> (caption, PNG bytes), only for figures that have data."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from evor.errors import EvorError
+
+        raise EvorError("evor report draws its figures with matplotlib, which is not installed: "
+                        "pip install 'evor[report]'.") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -414,7 +420,7 @@ def write_report(paths, out_dir) -> dict:
         page.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
                     + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
                                         for cells in rows) + "</table>")
-    for name, (caption, png) in figures.items():
+    for caption, png in figures.values():
         data = base64.b64encode(png).decode()
         page.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")

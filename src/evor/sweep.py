@@ -21,7 +21,6 @@ import numpy as np
 from evor.data.files import atomic_write_json
 from evor.errors import EvorError
 
-
 # Inference settings added after results files existed, each with the value that reproduces the behaviour
 # from before it existed. At that value a field is left out of keys and comparisons, so older sweep and
 # eval results still match (and are skipped, not re-run).

@@ -4,7 +4,8 @@
 probability p and stays (a ~ -0.5) otherwise; any a > 0 advances. Reward is -1 per step, 0 on the
 step that reaches the goal, which terminates (mask 0); these are OGBench's single-task reward
 conventions. From (s, a) the return is G = -(1 - gamma^T) / (1 - gamma), T the number of behaviour
-steps from s' to the goal (the step (s, a) itself costs -1, the last of the T steps costs 0) (a sum of K - s' geometric variables), so Z(s, a) is known exactly.
+steps from s' to the goal (the step (s, a) itself costs -1, the last of the T steps costs 0; T is a sum
+of K - s' geometric variables), so Z(s, a) is known exactly.
 """
 
 from __future__ import annotations
