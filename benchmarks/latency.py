@@ -16,6 +16,30 @@ from evor.data.files import atomic_write_json
 from evor.train import Run, make_config
 
 
+def measure_latency(preset: str, num_candidates: list[int], num_return_samples: list[int], batches: list[int],
+                    repeats: int = 5) -> list[dict]:
+    """ms per call and per action of an (untrained) EVOR policy at `preset` sizes; N = 1 is the baseline."""
+    agent, _ = make_agent("evor", preset)
+    run = Run(None, make_config(preset), agent, agent.init(jax.random.PRNGKey(0)), 0)
+    rows = []
+    for batch in batches:
+        obs = jax.random.normal(jax.random.PRNGKey(1), (batch, OBSERVATION_DIM))
+        base = None
+        for n in num_candidates:
+            for m in num_return_samples:
+                if n == 1 and m != num_return_samples[0]:
+                    continue  # N = 1 never samples returns
+                act = run.policy(run.settings(num_candidates=n, num_return_samples=m))
+                block(act(obs, jax.random.PRNGKey(2)))
+                ms = 1000 * timed(lambda: block(act(obs, jax.random.PRNGKey(3))), repeats)
+                base = ms if n == 1 or base is None else base
+                rows.append({"batch": batch, "N": n, "M": m, "ms_per_call": ms, "ms_per_action": ms / batch,
+                             "vs_N1": ms / base})
+                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}),
+                      flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="cpu")
@@ -26,25 +50,10 @@ def main():
     parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    agent, _ = make_agent("evor", args.preset)
-    run = Run(None, make_config(args.preset), agent, agent.init(jax.random.PRNGKey(0)), 0)
-    rows = []
     with PausedJobs(args.pause_pattern):
-        for batch in (int(b) for b in args.batch.split(",")):
-            obs = jax.random.normal(jax.random.PRNGKey(1), (batch, OBSERVATION_DIM))
-            base = None
-            for n in (int(x) for x in args.num_candidates.split(",")):
-                for m in (int(x) for x in args.num_return_samples.split(",")):
-                    if n == 1 and m != 1:
-                        continue  # N = 1 never samples returns
-                    act = run.policy(run.settings(num_candidates=n, num_return_samples=m))
-                    block(act(obs, jax.random.PRNGKey(2)))
-                    ms = 1000 * timed(lambda: block(act(obs, jax.random.PRNGKey(3))), args.repeats)
-                    base = ms if n == 1 else base
-                    rows.append({"batch": batch, "N": n, "M": m, "ms_per_call": ms, "ms_per_action": ms / batch,
-                                 "vs_N1": ms / base})
-                    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}),
-                          flush=True)
+        rows = measure_latency(args.preset, [int(x) for x in args.num_candidates.split(",")],
+                               [int(x) for x in args.num_return_samples.split(",")],
+                               [int(b) for b in args.batch.split(",")], args.repeats)
     print(f"\npreset {args.preset}, device {jax.devices()[0]}\n\n| batch | N | M | ms per call | ms per action | "
           f"vs N=1 |\n|---|---|---|---|---|---|")
     for r in rows:

@@ -14,6 +14,33 @@ from evor.data.files import atomic_write_json
 from evor.train import per_seed
 
 
+def measure_seeds(agent_name: str, preset: str, seed_counts: list[int], modes: list[str], steps: int,
+                  dataset=None) -> list[dict]:
+    """Total updates/s of S seeds in one compiled call, per mode; the first row (one seed) is the baseline."""
+    agent, batch_size = make_agent(agent_name, preset)
+    table = agent.make_table(dataset if dataset is not None else synthetic_dataset())
+    rows = []
+    for mode, num in [(m, s) for m in modes for s in seed_counts]:
+        if num == 1 and rows:
+            continue  # one seed runs the same program in every mode
+        keys = jax.random.split(jax.random.PRNGKey(0), num)
+        state = jax.vmap(agent.init)(keys)
+        step = jax.jit(per_seed(lambda s, k: agent.train_steps(s, table, k, steps, batch_size), num, mode),
+                       donate_argnums=(0,))
+        holder = {"state": block(step(state, keys)[0])}
+
+        def run():
+            holder["state"], metrics = step(holder["state"], keys)
+            block((holder["state"], metrics))
+
+        seconds = timed(run, 3)
+        rows.append({"mode": mode if num > 1 else "-", "seeds": num, "total_updates_per_second": num * steps / seconds,
+                     "per_seed_updates_per_second": steps / seconds})
+        rows[-1]["vs_one_seed"] = rows[-1]["total_updates_per_second"] / rows[0]["total_updates_per_second"]
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()}), flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--agent", default="evor")
@@ -24,28 +51,9 @@ def main():
     parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    agent, batch_size = make_agent(args.agent, args.preset)
-    table = agent.make_table(synthetic_dataset())
-    rows = []
     with PausedJobs(args.pause_pattern):
-        for mode, num in [(m, int(s)) for m in args.modes.split(",") for s in args.seeds.split(",")]:
-            if num == 1 and rows:
-                continue  # one seed runs the same program in every mode
-            keys = jax.random.split(jax.random.PRNGKey(0), num)
-            state = jax.vmap(agent.init)(keys)
-            step = jax.jit(per_seed(lambda s, k: agent.train_steps(s, table, k, args.steps, batch_size), num, mode),
-                           donate_argnums=(0,))
-            holder = {"state": block(step(state, keys)[0])}
-
-            def run():
-                holder["state"], metrics = step(holder["state"], keys)
-                block((holder["state"], metrics))
-
-            seconds = timed(run, 3)
-            rows.append({"mode": mode if num > 1 else "-", "seeds": num, "total_updates_per_second": num * args.steps / seconds,
-                         "per_seed_updates_per_second": args.steps / seconds})
-            rows[-1]["vs_one_seed"] = rows[-1]["total_updates_per_second"] / rows[0]["total_updates_per_second"]
-            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()}), flush=True)
+        rows = measure_seeds(args.agent, args.preset, [int(s) for s in args.seeds.split(",")],
+                             args.modes.split(","), args.steps)
     print(f"\n{args.agent} at preset {args.preset}, device {jax.devices()[0]}\n\n| mode | seeds | total updates/s | "
           f"per seed | vs 1 seed |\n|---|---|---|---|---|")
     for r in rows:
