@@ -66,7 +66,7 @@ def test_tiny_grid_runs_skips_finished_cells_and_resumes_partial_ones(tmp_path, 
     evor_dir = out / TASK / "evor" / "seed0"
     before = _final_params(evor_dir)
     (evor_dir / "compare_eval.json").unlink()
-    (evor_dir / "checkpoints" / "step_00000100.pkl").unlink()
+    (evor_dir / "checkpoints" / "step_00000100.ckpt").unlink()
     bench(suite, str(out), backend="local", jobs=2)
     log = capsys.readouterr().out
     assert log.count("done already") == 1 and log.count("[bench] start") == 1

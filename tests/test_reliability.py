@@ -104,9 +104,9 @@ def test_planted_nan_stops_the_run_naming_the_step_and_keeps_the_last_finite_che
         return dict(table, partial_returns=table["partial_returns"].at[:].set(np.nan))
 
     monkeypatch.setattr(EVOR, "make_table", poisoned)
-    with pytest.raises(EvorError, match=r"diverged at step 150.*non-finite loss.*step_00000100\.pkl"):
+    with pytest.raises(EvorError, match=r"diverged at step 150.*non-finite loss.*step_00000100\.ckpt"):
         train(config, run_dir, resume=True, show_progress=False)
-    assert [c.name for c in checkpoints(run_dir)] == ["step_00000100.pkl"]
+    assert [c.name for c in checkpoints(run_dir)] == ["step_00000100.ckpt"]
     state = load_checkpoint(checkpoints(run_dir)[-1])["state"]
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
