@@ -24,6 +24,8 @@ def run_cli(*args, timeout=120):
     (["train", "--seed", "1", "--seeds", "0,1"], "either --seed or --seeds"),
     (["train", "--seeds", "1,1"], "Seeds must be distinct"),
     (["eval", "/nonexistent/run"], "not a run directory"),
+    (["train", "--task", "cube-single-play-singletask-task9-v0"], "Unknown task number 9"),
+    (["train", "--task", "cube-nonuple-play-singletask-task1-v0"], "is not a dataset of an OGBench environment"),
 ])
 def test_bad_arguments_give_a_message_not_a_traceback(args, message):
     code, _, err = run_cli(*args)
@@ -47,8 +49,8 @@ def test_generate_list_and_import_round_trip(tmp_path):
     code, out, _ = run_cli("data", "list", "--dir", str(tmp_path))
     assert code == 0 and "pointmaze-medium-navigate-v0" in out and "train_episodes=1" in out
     code, out, err = run_cli("data", "import", str(tmp_path / "pointmaze-medium-navigate-v0.npz"))
-    # raw OGBench files carry no rewards (they are relabelled per task), so import names the key
-    assert code == 2 and "key 'rewards' is missing" in err
+    # raw OGBench files carry no rewards (they are relabelled per task): import says so and how to use it
+    assert code == 2 and "OGBench computes them per task" in err
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,7 @@ def tiny_run(tmp_path_factory):
     (["--num-candidates", "a,b"], "expected comma-separated integers"),
     (["--step", "999"], "no checkpoint at step 999"),
     (["--return-noise", "common,antithetic"], "return_noise must be one of"),
+    (["--inference", "turbo"], "Unknown inference preset 'turbo'"),
 ])
 def test_eval_rejects_invalid_inference_settings_before_running(tiny_run, args, message):
     code, _, err = run_cli("eval", str(tiny_run), *args)
@@ -89,6 +92,36 @@ def test_eval_writes_json_next_to_the_run(tiny_run):
     results = json.loads((tiny_run / "eval.json").read_text())["results"]
     assert [(r["settings"]["num_candidates"], r["settings"]["return_noise"]) for r in results] == [
         (1, "independent"), (1, "common"), (2, "independent"), (2, "common")]
+
+
+def test_resume_continues_from_the_runs_own_config_and_checks_only_given_options(tiny_run, tmp_path):
+    # the run was started with the tiny preset and its own data directory; '--resume' alone continues it
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    code, out, err = run_cli("train", "--run-dir", str(run_dir), "--resume", "--quiet")
+    assert code == 0, err
+    assert "(step 200)" in out
+    code, _, err = run_cli("train", "--run-dir", str(run_dir), "--resume", "--preset", "cpu")
+    assert code == 2 and "preset: saved 'tiny', requested 'cpu'" in err and "Traceback" not in err
+    code, _, err = run_cli("train", "--run-dir", str(run_dir), "--resume", "--set", "agent.discount=0.9")
+    assert code == 2 and "agent.discount: saved 0.99, requested 0.9" in err
+    code, out, err = run_cli("train", "--run-dir", str(run_dir), "--resume", "--preset", "tiny", "--seed", "0",
+                             "--quiet")
+    assert code == 0, err  # options that agree with the saved config are accepted
+
+
+def test_a_named_inference_preset_sets_the_base_and_flags_override_it(tiny_run, tmp_path):
+    import json
+
+    out = tmp_path / "fast.json"
+    code, _, err = run_cli("eval", str(tiny_run), "--inference", "fast", "--tau-r", "0.03,0.1", "--episodes", "1",
+                           "--out", str(out), "--quiet")
+    assert code == 0, err
+    settings = [r["settings"] for r in json.loads(out.read_text())["results"]]
+    assert [(s["num_candidates"], s["num_return_samples"], s["return_noise"], s["tau_q"], s["tau_r"])
+            for s in settings] == [(8, 2, "common", 1.0, 0.03), (8, 2, "common", 1.0, 0.1)]
 
 
 def test_corrupt_import_and_config_file_are_reported(tmp_path):

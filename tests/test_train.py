@@ -101,6 +101,15 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
         make_config("tiny", agent={"hiden_dims": [3]})
     with pytest.raises(ConfigError, match="Unknown preset"):
         make_config("gpu-huge")
+    import evor.train as train_module
+
+    real = train_module.load_preset
+    train_module.load_preset = lambda name: {**real("tiny"), "agent": {"hiden_dims": [8]}}
+    try:
+        with pytest.raises(ConfigError, match="sets agent field\\(s\\) that no agent has: hiden_dims"):
+            make_config("tiny")
+    finally:
+        train_module.load_preset = real
     with pytest.raises(ConfigError, match="Unknown agent"):
         make_config("tiny", agent_name="sac")
 

@@ -98,6 +98,7 @@ def add_commands(sub, int_list, float_list):
     qs.add_argument("--episodes", type=int, default=None, help="training episodes to generate")
     qs.add_argument("--steps", type=int, default=None)
     qs.add_argument("--eval-episodes", type=int, default=None)
+    qs.add_argument("--seed", type=int, default=0, help="training seed (the dataset is always generated with seed 0)")
     qs.set_defaults(func=cmd_quickstart)
 
 
@@ -119,6 +120,9 @@ def _add_grid_arguments(parser, int_list, float_list, default_out: str):
                         help="comma-separated: base noise of Q*'s return samples, 'independent' (fresh per "
                              "candidate), 'common' (shared by the candidates) or 'stratified' (shared, one per "
                              "quantile stratum) (EVOR)")
+    parser.add_argument("--inference", default=None,
+                        help="a named inference preset as the base of every setting (EVOR: default, fast); "
+                             "flags given with it override its fields")
     parser.add_argument("--out", default=None, help=f"results file (default RUN_DIR/{default_out})")
     parser.add_argument("--quiet", action="store_true")
 
@@ -206,6 +210,12 @@ def _grid_from_args(args, run):
                                    return_weights=args.return_weights).items() if v is not None}
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}.")
+    if getattr(args, "inference", None):
+        presets = getattr(run.agent, "inference_presets", {})
+        if args.inference not in presets:
+            raise ConfigError(f"Unknown inference preset '{args.inference}' for {run.config.agent_name}; "
+                              f"available: {', '.join(presets) or 'none'}.")
+        fixed = {**{k: v for k, v in presets[args.inference].items() if k not in grids}, **fixed}
     from evor.sweep import grid_settings
 
     grid_settings(run, grids, fixed)  # reject bad settings before any episode runs
@@ -295,13 +305,20 @@ SWEEP_NUM_CANDIDATES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 # 20k updates at the cpu preset (~42 updates/s, ~8 min), 20 evaluation episodes per N. Measured:
 # 12k updates gave success 0.00 / 0.05 / 0.10 for N = 1 / 4 / 16; 20k gave 0.05 / 0.75 / 0.75.
 # N = 64 is left to benchmarks/evor_compute_scaling.py: on a CPU it costs ~2 minutes per 20 episodes.
-QUICKSTART = dict(dataset="cube-single-play-v0", task="cube-single-play-singletask-task2-v0", episodes=100,
-                  steps=20000, eval_episodes=20, candidates=[1, 4, 16])
+# The quickstart's sizes, chosen so that the whole command (data generation included) finishes in under
+# 15 minutes on a fresh 2-core machine and success rises from N = 1 to the largest N on every seed:
+# measured with benchmarks/quickstart_check.py (README).
+QUICKSTART = dict(dataset="cube-single-play-v0", task="cube-single-play-singletask-task2-v0", episodes=200,
+                  steps=25000, eval_episodes=30, candidates=[1, 8, 32])
 
 
 def cmd_quickstart(args):
+    import os
+
     from evor.data.dataset import dataset_paths
     from evor.data.generate import generate_dataset
+    from evor.report import write_report
+    from evor.sweep import sweep
     from evor.train import make_config, train
 
     started = time.time()
@@ -309,24 +326,31 @@ def cmd_quickstart(args):
     data_dir = out / "data"
     episodes = args.episodes or QUICKSTART["episodes"]
     if not all(p.exists() for p in dataset_paths(QUICKSTART["dataset"], data_dir)):
-        print(f"[1/3] generating {QUICKSTART['dataset']} ({episodes} episodes) into {data_dir}", flush=True)
-        generate_dataset(QUICKSTART["dataset"], out_dir=data_dir, episodes=episodes, workers=2)
+        workers = len(os.sched_getaffinity(0))
+        print(f"[1/4] generating {QUICKSTART['dataset']} ({episodes} episodes, {workers} workers) into {data_dir}",
+              flush=True)
+        generate_dataset(QUICKSTART["dataset"], out_dir=data_dir, episodes=episodes, workers=workers)
     steps = args.steps or QUICKSTART["steps"]
-    config = make_config("cpu", task=QUICKSTART["task"], total_steps=steps, data_dir=str(data_dir),
+    config = make_config("cpu", task=QUICKSTART["task"], total_steps=steps, data_dir=str(data_dir), seed=args.seed,
                          eval_every=0, checkpoint_every=steps, log_every=min(500, steps))
     run_dir = out / "run"
-    print(f"[2/3] training EVOR on {config.task} for {steps} steps -> {run_dir}", flush=True)
+    print(f"[2/4] training EVOR on {config.task} for {steps} steps -> {run_dir}", flush=True)
     # Re-running the quickstart continues its run (resume starts afresh when no checkpoint exists yet).
     run = train(config, run_dir, resume=(run_dir / "config.json").exists())
     eval_episodes = args.eval_episodes or QUICKSTART["eval_episodes"]
-    print(f"[3/3] evaluating with N = {QUICKSTART['candidates']} candidates, {eval_episodes} episodes each "
+    print(f"[3/4] evaluating with N = {QUICKSTART['candidates']} candidates, {eval_episodes} episodes each "
           f"(N = 1 is a plain behaviour-policy sample)", flush=True)
     out_file = run_dir / "quickstart_eval.json"
     out_file.unlink(missing_ok=True)
-    from evor.sweep import sweep
-
     results = sweep(run, {"num_candidates": QUICKSTART["candidates"]}, {}, eval_episodes, 0, out_file)
     print("\n  N    success")
     for r in results:
         print(f"  {r['settings']['num_candidates']:<4d} {r['success_rate']:.2f}")
-    print(f"\nquickstart done in {(time.time() - started) / 60:.1f} min; results in {out_file}")
+    report_dir = out / "report"
+    print(f"\n[4/4] writing the report -> {report_dir}", flush=True)
+    try:
+        write_report([run_dir], report_dir)
+        where = f"open {report_dir / 'report.html'} (or report.md)"
+    except EvorError as exc:  # e.g. matplotlib missing: the results above stand without the figures
+        where = f"no report ({exc})"
+    print(f"\nquickstart done in {(time.time() - started) / 60:.1f} min; results in {out_file}; {where}")

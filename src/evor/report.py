@@ -3,7 +3,8 @@
 Scores per run (every figure says which one it shows):
   final                 success of the final checkpoint at the agent's default inference settings, from
                         the run's own evaluation files (compare_eval.json, or the matching setting in
-                        sweep.json / eval.json), else its last periodic evaluation if that was at the end.
+                        sweep.json / eval.json / quickstart_eval.json), else its last periodic
+                        evaluation if that was at the end.
   best during training  the highest periodic evaluation. Optimistic: it picks a checkpoint by its
                         test score. Shown for reference, never as the result.
 
@@ -27,18 +28,22 @@ from evor.data.files import atomic_path, atomic_write_json, atomic_write_text
 from evor.errors import EvorError
 
 BOOTSTRAP_SAMPLES = 2000
+# Every file of evaluation results the library writes in a run directory (`evor sweep`, `evor eval`,
+# `evor quickstart`); `evor bench` cells write compare_eval.json, read below as the final score.
+EVALUATION_FILES = ("sweep.json", "eval.json", "quickstart_eval.json")
 
 
 # --------------------------------------------------------------------------- statistics
 
 
 def iqm(scores) -> float:
-    """Interquartile mean: drop floor(n/4) scores from each end, average the rest (scipy's trim_mean(0.25))."""
-    values = np.sort(np.asarray(scores, np.float64).ravel())
+    """Interquartile mean: drop floor(n/4) scores from each end, average the rest."""
+    from scipy.stats import trim_mean
+
+    values = np.asarray(scores, np.float64).ravel()
     if values.size == 0:
         raise ValueError("iqm of no scores")
-    cut = int(0.25 * values.size)
-    return float(values[cut:values.size - cut].mean())
+    return float(trim_mean(values, 0.25))
 
 
 def stratified_bootstrap(strata: list, statistic=iqm, num: int = BOOTSTRAP_SAMPLES, seed: int = 0,
@@ -157,7 +162,7 @@ def read_run(path: Path) -> RunRecord:
     final, source = None, "none"
     defaults = _default_settings(config)
     sweep = []
-    for name in ("sweep.json", "eval.json"):
+    for name in EVALUATION_FILES:
         if (path / name).exists():
             sweep += _read_json(path / name).get("results", [])
     if (path / "compare_eval.json").exists():

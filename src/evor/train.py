@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from evor.agents import get_agent_class
+from evor.agents import AGENTS, get_agent_class
 from evor.agents.evor import InferenceSettings, ReturnScale
 from evor.checkpoints import (  # noqa: F401
     CHECKPOINTS_KEPT,
@@ -171,9 +171,13 @@ def make_config(preset: str = "cpu", **overrides) -> TrainConfig:
         extra = overrides.pop(nested, None) or {}
         if not isinstance(extra, dict):
             raise ConfigError(f"Invalid '{nested}' settings: expected a mapping, got {extra!r}.")
-        # A preset serves every agent: its fields apply where the chosen agent has them. What the
-        # user sets is checked strictly.
+        # A preset serves every agent: its fields apply where the chosen agent has them, but a field no
+        # agent has is a typo and is refused. What the user sets is checked strictly.
         known = {f.name for f in dataclasses.fields(getattr(agent_cls, schema))} if agent_cls else set()
+        anywhere = {f.name for cls in AGENTS.values() for f in dataclasses.fields(getattr(cls, schema))}
+        typos = sorted(set(values.get(nested, {})) - anywhere)
+        if typos:
+            raise ConfigError(f"Preset '{preset}' sets {nested} field(s) that no agent has: {', '.join(typos)}.")
         preset_fields = {k: v for k, v in values.get(nested, {}).items() if k in known}
         values[nested] = {**preset_fields, **extra}
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -215,8 +219,16 @@ class Run:
     step: int
     _compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # settings -> jitted act
 
-    def settings(self, **overrides) -> InferenceSettings:
+    def settings(self, preset: str | None = None, **overrides) -> InferenceSettings:
+        """The run's inference settings, with a named preset's fields (`agent.inference_presets`, e.g.
+        EVOR's 'fast') and then `overrides` on top."""
         fields = dict(self.config.inference)
+        if preset is not None:
+            presets = getattr(self.agent, "inference_presets", {})
+            if preset not in presets:
+                raise ConfigError(f"Unknown inference preset '{preset}' for {self.config.agent_name}; "
+                                  f"available: {', '.join(presets) or 'none'}.")
+            fields.update(presets[preset])
         fields.update({k: v for k, v in overrides.items() if v is not None})
         settings = inference_settings(type(self.agent), fields)
         settings.validate()

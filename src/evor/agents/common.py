@@ -65,7 +65,9 @@ class CriticEnsemble:
 
 def polyak(params, target, rate: float):
     """target <- rate * params + (1 - rate) * target."""
-    return jax.tree.map(lambda p, tp: rate * p + (1 - rate) * tp, params, target)
+    import optax
+
+    return optax.incremental_update(params, target, rate)
 
 
 def adam_step(optimizer, params, grads, opt_state):
