@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evor.bench import AGENT_LABELS, Cell, cell_summary, run_local
+from evor.agents import parse_label
+from evor.bench import Cell, cell_summary, run_local
 from evor.data.files import atomic_write_json, atomic_write_text
+from evor.errors import ConfigError
 from evor.report import bootstrap_difference, stratified_bootstrap
 
 
@@ -50,8 +52,10 @@ def main():
     tasks, labels = args.tasks.split(","), args.agents.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     for label in labels:
-        if label not in AGENT_LABELS:
-            raise SystemExit(f"unknown agent label '{label}'; choose from {', '.join(AGENT_LABELS)}")
+        try:
+            parse_label(label)
+        except ConfigError as exc:
+            raise SystemExit(f"compare.py: {exc}") from None
     overrides = {}
     if args.steps is not None:
         overrides["total_steps"] = args.steps

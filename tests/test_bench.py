@@ -38,7 +38,7 @@ def test_grid_expansion_from_suites():
 def test_bad_suites_are_reported(tmp_path):
     with pytest.raises(ConfigError, match="Unknown suite"):
         load_suite("nope")
-    with pytest.raises(ConfigError, match="unknown agent 'ppo'"):
+    with pytest.raises(ConfigError, match="(?i)unknown agent 'ppo'"):
         load_suite(_suite_file(tmp_path, agents=["ppo"]))
     with pytest.raises(ConfigError, match="Unknown agent 'sac'"):
         expand(load_suite("quick"), "out", agents=["sac"])
@@ -133,3 +133,15 @@ def test_compare_table_aggregates_tasks_and_differences_from_finished_cells(tmp_
     assert rows["all 2 tasks", "fql"]["success"] == pytest.approx([0.3, 0.3, 0.3])
     row = "| all 2 tasks | fql | 3 | 30.0 ± 0.0 | [30.0, 30.0] | 30 / 30 / 30 | 11.0 | 4.00 | +10.0 [+10.0, +10.0] |"
     assert row in (tmp_path / "compare.md").read_text()
+
+
+def test_agent_labels_round_trip_and_come_from_the_agents():
+    from evor.agents import chunked_agents, label_of, parse_label
+
+    assert set(chunked_agents()) == {"evor", "qc"}  # the agents whose config has a chunk length
+    for label in ("evor", "evor5", "qc1", "qc5", "qc3", "fql", "ifql"):
+        name, fields = parse_label(label)
+        assert label_of(name, fields) == label
+    assert label_of("qc", {}) == "qc5"  # QC's default chunk is named; EVOR's default (1) is not
+    with pytest.raises(ConfigError, match="Unknown agent 'fql3'"):
+        parse_label("fql3")

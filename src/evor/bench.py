@@ -21,17 +21,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from evor.agents import parse_label
 from evor.errors import ConfigError, EvorError
 
-# Agent labels -> (agent name, agent config overrides).
-AGENT_LABELS = {
-    "evor": ("evor", {}),
-    "evor5": ("evor", {"horizon": 5}),
-    "qc1": ("qc", {"horizon": 1}),
-    "qc5": ("qc", {"horizon": 5}),
-    "fql": ("fql", {}),
-    "ifql": ("ifql", {}),
-}
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 RESULT_FILE = "compare_eval.json"
 
@@ -89,8 +81,10 @@ def load_suite(name_or_path: str) -> dict:
         if key not in suite:
             raise ConfigError(f"{source}: suite key '{key}' is missing.")
     for label in suite["agents"]:
-        if label not in AGENT_LABELS:
-            raise ConfigError(f"{source}: unknown agent '{label}'; choose from {', '.join(AGENT_LABELS)}.")
+        try:
+            parse_label(label)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     return suite
 
 
@@ -101,8 +95,7 @@ def expand(suite: dict, out: str, agents: list[str] | None = None, seeds: list[i
 
     agents = agents or suite["agents"]
     for label in agents:
-        if label not in AGENT_LABELS:
-            raise ConfigError(f"Unknown agent '{label}'; choose from {', '.join(AGENT_LABELS)}.")
+        parse_label(label)
     for task in suite["tasks"]:
         parse_task_name(task)
     overrides = tuple(sorted(suite.get("overrides", {}).items()))
@@ -147,7 +140,7 @@ def run_cell(cell: Cell) -> dict:
     from evor.data.files import atomic_write_json
     from evor.train import latest_checkpoint, load_run, make_config, train
 
-    agent_name, agent_overrides = AGENT_LABELS[cell.label]
+    agent_name, agent_overrides = parse_label(cell.label)
     overrides = dict(cell.overrides)
     config = make_config(cell.preset, task=cell.task, seed=cell.seed, agent_name=agent_name,
                          agent={**agent_overrides, **overrides.pop("agent", {})}, data_dir=cell.data_dir, **overrides)

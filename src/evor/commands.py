@@ -8,8 +8,6 @@ from pathlib import Path
 
 from evor.errors import ConfigError, EvorError
 
-CHUNKED_AGENTS = ("qc", "evor")  # agents with an action-chunk length (--horizon)
-
 # Inference settings exposed as grid flags on `evor eval`: flag -> (field, parser).
 _GRID_FLAGS = {
     "num_candidates": "int", "num_return_samples": "int", "action_flow_steps": "int", "return_flow_steps": "int",
@@ -163,6 +161,7 @@ def cmd_checkpoint_convert(args):
 
 
 def cmd_train(args):
+    from evor.agents import chunked_agents
     from evor.report import method_label
     from evor.train import load_config_file, make_config, resume_config, train, train_seeds
 
@@ -170,8 +169,8 @@ def cmd_train(args):
     overrides = load_config_file(args.config) if args.config else {}
     agent_name = args.agent or overrides.get("agent_name")
     if args.horizon is not None:
-        if (agent_name or "evor") not in CHUNKED_AGENTS:
-            raise ConfigError(f"--horizon (action-chunk length) applies to --agent {' or '.join(CHUNKED_AGENTS)}, "
+        if (agent_name or "evor") not in chunked_agents():
+            raise ConfigError(f"--horizon (action-chunk length) applies to --agent {' or '.join(chunked_agents())}, "
                               f"not {agent_name}.")
         overrides["agent"] = {**overrides.get("agent", {}), "horizon": args.horizon}
     for key, value in _parse_overrides(args.set).items():

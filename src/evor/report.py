@@ -98,12 +98,9 @@ class RunRecord:
 
 
 def method_label(config: dict) -> str:
-    horizon = config.get("agent", {}).get("horizon")
-    if config["agent_name"] == "qc":
-        return f"qc{horizon or 5}"  # QC's default chunk is 5
-    if config["agent_name"] == "evor" and horizon not in (None, 1):
-        return f"evor{horizon}"
-    return config["agent_name"]
+    from evor.agents import label_of
+
+    return label_of(config["agent_name"], config.get("agent", {}))
 
 
 def _differences(settings: dict, defaults: dict) -> dict:
