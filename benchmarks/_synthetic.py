@@ -12,8 +12,7 @@ import time
 import jax
 import numpy as np
 
-from evor.agents import get_agent_class
-from evor.agents.evor import ReturnScale
+from evor.agents import build_agent, get_agent_class
 from evor.data.dataset import Dataset
 from evor.train import agent_config, load_preset
 
@@ -32,7 +31,7 @@ def make_agent(name: str, preset: str, **fields):
     cls = get_agent_class(name)
     known = {f.name for f in __import__("dataclasses").fields(cls.Config)}
     config = agent_config(cls, {**{k: v for k, v in values.get("agent", {}).items() if k in known}, **fields})
-    agent = cls(config, OBSERVATION_DIM, ACTION_DIM, ReturnScale.from_rewards(-1.0, 0.0, config.discount))
+    agent = build_agent(cls, config, OBSERVATION_DIM, ACTION_DIM, (-1.0, 0.0))
     return agent, values.get("batch_size", 256)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from evor.checkpoints import checkpoint_step
+from evor.rundir import read_metrics
 from evor.sweep import sweep
 from evor.train import latest_checkpoint, load_run, make_config, train
 
@@ -38,7 +39,7 @@ def main():
         if done is None or checkpoint_step(done) != config.total_steps:
             train(config, run_dir, resume=done is not None)
         run = load_run(run_dir)
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(run_dir)
         rates[seed] = float(np.median([r["steps_per_second"] for r in rows[1:]] or [rows[0]["steps_per_second"]]))
         out = run_dir / "scaling_eval.json"
         sweep(run, {"num_candidates": grid}, {}, args.episodes, seed=10_000 + seed, out=out)  # skips done N

@@ -5,9 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from evor.agents import get_agent_class
+from evor.agents import build_agent, get_agent_class
 from evor.agents.common import plain_updates
-from evor.agents.evor import ReturnScale
 from evor.data.dataset import Dataset
 from evor.train import agent_config
 
@@ -22,7 +21,7 @@ def _dataset(num=400, obs_dim=4, action_dim=2, seed=0):
 def test_fused_updates_equal_one_call_per_update(name, extra):
     cls = get_agent_class(name)
     config = agent_config(cls, {"hidden_dims": [16, 16], **extra})
-    agent = cls(config, 4, 2, ReturnScale.from_rewards(-1.0, 0.0, config.discount))
+    agent = build_agent(cls, config, 4, 2, (-1.0, 0.0))
     table = agent.make_table(_dataset())
     state = agent.init(jax.random.PRNGKey(0))
     initial = [np.asarray(x) for x in jax.tree.leaves(state)]

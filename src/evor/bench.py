@@ -23,9 +23,10 @@ from pathlib import Path
 
 from evor.agents import parse_label
 from evor.errors import ConfigError, EvorError
+from evor.rundir import CELL_RESULT, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-RESULT_FILE = "compare_eval.json"
+RESULT_FILE = CELL_RESULT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +159,7 @@ def cell_summary(cell: Cell) -> dict:
     import numpy as np
 
     result = json.loads((cell.run_dir / RESULT_FILE).read_text())
-    rows = [json.loads(line) for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(cell.run_dir)
     rate = float(np.median([r["steps_per_second"] for r in rows[1:]] or [rows[0]["steps_per_second"]]))
     return {"task": cell.task, "agent": cell.label, "seed": cell.seed, "success_rate": result["success_rate"],
             "per_episode_success": result["per_episode_success"], "updates_per_second": rate,

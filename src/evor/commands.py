@@ -27,7 +27,9 @@ def add_commands(sub, int_list, float_list):
     train.add_argument("--seeds", type=int_list, default=None,
                        help="several seeds trained together in one process (vmapped), e.g. 0,1,2,3; "
                             "each gets its own run directory (--run-dir becomes their parent)")
-    train.add_argument("--seed-mode", default="auto", choices=["auto", "vmap", "map"],
+    # Values are checked where they are defined (evor.train.batch_mode, the agent's Settings.validate):
+    # the parser does not repeat those lists, and it stays free of JAX imports.
+    train.add_argument("--seed-mode", default="auto",
                        help="with --seeds: batch seeds (vmap, best on GPU) or run them in turn inside one "
                             "compiled call (map, best on CPU); auto picks by device")
     train.add_argument("--steps", type=int, default=None, help="total gradient steps")
@@ -108,12 +110,13 @@ def _add_grid_arguments(parser, int_list, float_list, default_out: str):
     for flag, kind in _GRID_FLAGS.items():
         parser.add_argument(f"--{flag.replace('_', '-')}", type=int_list if kind == "int" else float_list,
                             default=None, help=f"comma-separated values of {flag}")
-    parser.add_argument("--selection", default=None, choices=["rejection", "softmax"])
-    parser.add_argument("--ensemble", default=None, choices=["mean", "min"])
-    parser.add_argument("--integrator", default=None, choices=["euler", "midpoint", "rk4"],
-                        help="integrator of the return flow at inference (EVOR)")
-    parser.add_argument("--return-weights", default=None, choices=["online", "ema"],
-                        help="score candidates with the last return-flow weights or their Polyak average (EVOR)")
+    parser.add_argument("--selection", default=None, help="candidate selection rule (EVOR: rejection, softmax)")
+    parser.add_argument("--ensemble", default=None, help="combine the ensemble's Q* (EVOR: mean, min)")
+    parser.add_argument("--integrator", default=None,
+                        help="integrator of the return flow at inference (EVOR: euler, midpoint, rk4)")
+    parser.add_argument("--return-weights", default=None,
+                        help="score candidates with the last return-flow weights or their Polyak average "
+                             "(EVOR: online, ema)")
     parser.add_argument("--return-noise", type=lambda text: text.split(","), default=None,
                         help="comma-separated: base noise of Q*'s return samples, 'independent' (fresh per "
                              "candidate), 'common' (shared by the candidates) or 'stratified' (shared, one per "

@@ -26,11 +26,9 @@ import numpy as np
 
 from evor.data.files import atomic_path, atomic_write_json, atomic_write_text
 from evor.errors import EvorError
+from evor.rundir import CELL_RESULT, CONFIG, DIAGNOSTICS, EVALUATION_FILES, METRICS, is_run_dir, read_metrics
 
 BOOTSTRAP_SAMPLES = 2000
-# Every file of evaluation results the library writes in a run directory (`evor sweep`, `evor eval`,
-# `evor quickstart`); `evor bench` cells write compare_eval.json, read below as the final score.
-EVALUATION_FILES = ("sweep.json", "eval.json", "quickstart_eval.json")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -126,10 +124,10 @@ def find_runs(paths) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise EvorError(f"{path}: no such file or directory.")
-        candidates = [path] if (path / "config.json").exists() else sorted(p.parent for p in path.rglob("config.json"))
-        found += [p for p in candidates if (p / "metrics.jsonl").exists()]
+        candidates = [path] if (path / CONFIG).exists() else sorted(p.parent for p in path.rglob(CONFIG))
+        found += [p for p in candidates if is_run_dir(p)]
     if not found:
-        raise EvorError(f"No run directories (config.json + metrics.jsonl) under {', '.join(map(str, paths))}.")
+        raise EvorError(f"No run directories ({CONFIG} + {METRICS}) under {', '.join(map(str, paths))}.")
     return sorted(set(found))
 
 
@@ -148,13 +146,8 @@ def _default_settings(config: dict) -> dict:
 
 
 def read_run(path: Path) -> RunRecord:
-    config = _read_json(path / "config.json")
-    rows = []
-    for line in (path / "metrics.jsonl").read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
+    config = _read_json(path / CONFIG)
+    rows = read_metrics(path)
     curve = [(r["step"], r["eval_success_rate"]) for r in rows if r.get("eval_success_rate") is not None]
     final, source = None, "none"
     defaults = _default_settings(config)
@@ -162,9 +155,9 @@ def read_run(path: Path) -> RunRecord:
     for name in EVALUATION_FILES:
         if (path / name).exists():
             sweep += _read_json(path / name).get("results", [])
-    if (path / "compare_eval.json").exists():
-        result = _read_json(path / "compare_eval.json")
-        final, source = result["success_rate"], f"compare_eval.json ({result['episodes']} episodes)"
+    if (path / CELL_RESULT).exists():
+        result = _read_json(path / CELL_RESULT)
+        final, source = result["success_rate"], f"{CELL_RESULT} ({result['episodes']} episodes)"
     else:
         last_step = max((r.get("step", 0) for r in sweep), default=None)
         matching = [r for r in sweep if not _differences(r.get("settings") or {}, defaults)
@@ -173,7 +166,7 @@ def read_run(path: Path) -> RunRecord:
             final, source = matching[-1]["success_rate"], f"default settings in sweep/eval ({matching[-1]['episodes']} episodes)"
         elif curve and curve[-1][0] == config["total_steps"]:
             final, source = curve[-1][1], "last periodic evaluation"
-    diagnostics = _read_json(path / "diagnostics.json") if (path / "diagnostics.json").exists() else None
+    diagnostics = _read_json(path / DIAGNOSTICS) if (path / DIAGNOSTICS).exists() else None
     return RunRecord(path, config["task"], environment_of(config["task"]), method_label(config), config["seed"],
                      final, source, max((s for _, s in curve), default=None), curve, sweep, diagnostics, defaults)
 

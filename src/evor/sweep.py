@@ -18,13 +18,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from evor.config import FIELDS_ADDED_LATER
 from evor.data.files import atomic_write_json
 from evor.errors import EvorError
 
 # Inference settings added after results files existed, each with the value that reproduces the behaviour
-# from before it existed. At that value a field is left out of keys and comparisons, so older sweep and
-# eval results still match (and are skipped, not re-run).
-SETTINGS_ADDED_LATER = {"return_noise": "independent"}
+# from before it existed (evor.config.FIELDS_ADDED_LATER, the one list). At that value a field is left out
+# of keys and comparisons, so older sweep and eval results still match (and are skipped, not re-run).
+SETTINGS_ADDED_LATER = {field: value for (_, section, field), value in FIELDS_ADDED_LATER.items()
+                        if section == "inference"}
 
 
 def canonical_settings(settings: dict) -> dict:

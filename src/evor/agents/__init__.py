@@ -28,6 +28,17 @@ def get_agent_class(name: str):
     return AGENTS[name]
 
 
+def build_agent(agent_cls, config, observation_dim: int, action_dim: int, reward_bounds=(-1.0, 0.0)):
+    """An agent for data of these shapes; agents that map returns to a unit scale get it from the data's
+    reward bounds (method.md, Part 2), the others never see it."""
+    if agent_cls.uses_return_scale:
+        from evor.agents.evor import ReturnScale
+
+        scale = ReturnScale.from_rewards(reward_bounds[0], reward_bounds[1], config.discount)
+        return agent_cls(config, observation_dim, action_dim, scale)
+    return agent_cls(config, observation_dim, action_dim)
+
+
 def chunked_agents() -> tuple[str, ...]:
     """Agents with an action-chunk length (a `horizon` config field)."""
     return tuple(name for name, cls in AGENTS.items() if "horizon" in {f.name for f in dataclasses.fields(cls.Config)})

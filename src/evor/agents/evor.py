@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from evor.agents.common import BehaviourFlow, adam_step, polyak, scan_updates
+from evor.agents.base import Agent
+from evor.agents.common import BehaviourFlow, adam_step, polyak
 from evor.data.sampler import chunk_table, sample_batch, sample_chunks, transition_table
 from evor.flows import INTEGRATORS, flow_matching_loss, integrate
 from evor.nets import MLP, init_ensemble
@@ -176,13 +177,14 @@ class ReturnScale:
         return self.low + (u + 1.0) * 0.5 * (self.high - self.low)
 
 
-class EVOR:
+class EVOR(Agent):
     """Static description of an EVOR agent (config, shapes, networks); state lives in a pytree."""
 
     name = "evor"
     Config = EVORConfig
     Settings = InferenceSettings
     inference_presets = INFERENCE_PRESETS
+    uses_return_scale = True
 
     def __init__(self, config: EVORConfig, observation_dim: int, action_dim: int, return_scale: ReturnScale):
         config.validate()
@@ -356,12 +358,6 @@ class EVOR:
         metrics = {"actor_loss": actor_loss, "return_loss": return_loss / self.config.num_return_flows,
                    "target_return_mean": scale_mean(self.return_scale, targets)}
         return new_state, metrics
-
-    def train_steps(self, state, table, key, num_steps: int, batch_size: int):
-        """`num_steps` updates fused in one lax.scan; batches are drawn on the device."""
-        refresh, every = self.table_refresh(table)
-        return scan_updates(self.update, state, table, key, num_steps, batch_size, sample=self.sample,
-                            refresh=refresh, refresh_every=every)
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key, target_key, return_key = jax.random.split(key, 4)

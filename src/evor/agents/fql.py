@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from evor.agents.common import BehaviourFlow, CriticEnsemble, adam_step, polyak, scan_updates
+from evor.agents.base import Agent
+from evor.agents.common import BehaviourFlow, CriticEnsemble, adam_step, polyak
 from evor.data.sampler import sample_batch, transition_table
 from evor.nets import MLP
 
@@ -77,7 +78,7 @@ def distillation_loss(actions, flow_actions):
     return jnp.mean((actions - flow_actions) ** 2)
 
 
-class FQL:
+class FQL(Agent):
     name = "fql"
     Config = FQLConfig
     Settings = FQLSettings
@@ -86,10 +87,9 @@ class FQL:
     sample = staticmethod(sample_batch)  # how a training batch is drawn from the table
     task_defaults = staticmethod(task_defaults)  # per-family alpha and discount
 
-    def __init__(self, config: FQLConfig, observation_dim: int, action_dim: int, return_scale=None):
+    def __init__(self, config: FQLConfig, observation_dim: int, action_dim: int):
         config.validate()
         self.config = config
-        self.return_scale = return_scale  # recorded with the run; value-based agents use raw returns
         self.observation_dim = observation_dim
         self.action_dim = action_dim
         self.behaviour = BehaviourFlow(config.hidden_dims, action_dim)
@@ -150,8 +150,6 @@ class FQL:
         return new_state, {"actor_loss": actor_loss, "critic_loss": critic_loss / self.config.num_critics,
                            "one_step_loss": one_step_loss, "distill_loss": distill, "q_mean": q_mean}
 
-    def train_steps(self, state, table, key, num_steps: int, batch_size: int):
-        return scan_updates(self.update, state, table, key, num_steps, batch_size, sample=self.sample)
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key, critic_key = jax.random.split(key, 3)

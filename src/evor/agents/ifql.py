@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from evor.agents.common import BehaviourFlow, CriticEnsemble, adam_step, best_of_n, polyak, scan_updates
+from evor.agents.base import Agent
+from evor.agents.common import BehaviourFlow, CriticEnsemble, adam_step, best_of_n, polyak
 from evor.data.sampler import sample_batch, transition_table
 from evor.nets import MLP
 
@@ -59,7 +60,7 @@ class IFQLSettings:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
-class IFQL:
+class IFQL(Agent):
     name = "ifql"
     Config = IFQLConfig
     Settings = IFQLSettings
@@ -67,10 +68,9 @@ class IFQL:
 
     sample = staticmethod(sample_batch)  # how a training batch is drawn from the table
 
-    def __init__(self, config: IFQLConfig, observation_dim: int, action_dim: int, return_scale=None):
+    def __init__(self, config: IFQLConfig, observation_dim: int, action_dim: int):
         config.validate()
         self.config = config
-        self.return_scale = return_scale  # recorded with the run; value-based agents use raw returns
         self.observation_dim = observation_dim
         self.action_dim = action_dim
         self.behaviour = BehaviourFlow(config.hidden_dims, action_dim)
@@ -119,8 +119,6 @@ class IFQL:
         return new_state, {"actor_loss": actor_loss, "critic_loss": critic_loss / self.config.num_critics,
                            "value_loss": value_loss, "q_mean": q_mean}
 
-    def train_steps(self, state, table, key, num_steps: int, batch_size: int):
-        return scan_updates(self.update, state, table, key, num_steps, batch_size, sample=self.sample)
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key = jax.random.split(key)

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from evor.agents.common import BehaviourFlow, CriticEnsemble, adam_step, best_of_n, polyak, scan_updates
+from evor.agents.base import Agent
+from evor.agents.common import BehaviourFlow, CriticEnsemble, adam_step, best_of_n, polyak
 from evor.data.sampler import chunk_table, sample_chunks
 
 
@@ -59,17 +60,16 @@ def td_target(partial_returns, bootstrap_discounts, next_q):
     return partial_returns + bootstrap_discounts * next_q.max(axis=-1)
 
 
-class QC:
+class QC(Agent):
     name = "qc"
     Config = QCConfig
     Settings = QCSettings
 
     sample = staticmethod(sample_chunks)  # how a training batch is drawn from the table
 
-    def __init__(self, config: QCConfig, observation_dim: int, action_dim: int, return_scale=None):
+    def __init__(self, config: QCConfig, observation_dim: int, action_dim: int):
         config.validate()
         self.config = config
-        self.return_scale = return_scale  # recorded with the run; value-based agents use raw returns
         self.observation_dim = observation_dim
         self.action_dim = action_dim
         self.action_horizon = config.horizon
@@ -119,8 +119,6 @@ class QC:
         return new_state, {"actor_loss": actor_loss, "critic_loss": critic_loss / self.config.num_critics,
                            "q_mean": q_mean}
 
-    def train_steps(self, state, table, key, num_steps: int, batch_size: int):
-        return scan_updates(self.update, state, table, key, num_steps, batch_size, sample=self.sample)
 
     def validation_losses(self, state, table, key, batch_size: int):
         sample_key, actor_key, target_key = jax.random.split(key, 3)
