@@ -72,3 +72,16 @@ class CrashingEnv(DriftEnv):
         import os
 
         os._exit(3)
+
+
+def test_evaluation_episodes_of_different_seeds_and_steps_never_share_a_reset_seed():
+    from evor.evaluate import EPISODE_BLOCK, evaluation_seed
+
+    used = {}
+    for training_seed in range(12):
+        for step in (None, 10_000, 20_000, 30_000, 100_000, 1_000_000):
+            start = evaluation_seed(training_seed, step)
+            for episode_seed in range(start, start + 50):
+                assert episode_seed not in used, (training_seed, step, used.get(episode_seed))
+                used[episode_seed] = (training_seed, step)
+    assert evaluation_seed(1) - evaluation_seed(0) == EPISODE_BLOCK >= 50

@@ -94,6 +94,7 @@ def test_report_tables_match_hand_computed_values(runs, tmp_path):
         assert evor["final_iqm"] == pytest.approx(np.mean(values))  # 3 seeds: nothing trimmed
         qc = rows[(task, "qc5")]
         assert qc["best_mean"] == pytest.approx(0.6)  # best during training is reported apart from final
+        assert "published_mean" not in evor  # two periodic evaluations: no last-three score
     env = {r["method"]: r for r in summary["per_environment"]}
     pooled = finals["cube-single-play-singletask-task1-v0"] + finals["cube-single-play-singletask-task2-v0"]
     assert env["evor"]["runs"] == 6 and env["evor"]["tasks"] == 2
@@ -101,7 +102,8 @@ def test_report_tables_match_hand_computed_values(runs, tmp_path):
     low, high = env["evor"]["final_ci95"]
     assert low <= env["evor"]["final_iqm"] <= high
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "best during training" in markdown and "| cube-single-play | evor | 2 | 6 |" in markdown
+    assert "last three evaluations" in markdown and "best during training" in markdown
+    assert "| cube-single-play | evor | 2 | 6 |" in markdown
     assert set(summary["figures"]) == {"learning_curves.png", "scaling_vs_candidates.png", "scaling_vs_latency.png",
                                        "diagnostics.png"}
 
@@ -175,3 +177,16 @@ def test_sweep_table_averages_each_setting_over_seeds(runs, tmp_path):
     assert rows[task, "N=4"]["success_std"] == pytest.approx(np.std(expected))
     assert rows[task, "N=4"]["seeds"] == [0, 1, 2] and rows[task, "N=4"]["single_action_ms"] == pytest.approx(1.2)
     assert "| N=4 | 0,1,2 | 50 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_published_score_is_the_mean_of_the_last_three_evaluations(tmp_path):
+    curve = [(250, 0.1), (500, 0.3), (750, 0.5), (1000, 0.7)]
+    for seed, scale in enumerate((1.0, 0.5)):
+        _fake_run(tmp_path, "cube-single-play-singletask-task1-v0", "fql", seed, 0.9 * scale,
+                  [(s, v * scale) for s, v in curve])
+    _fake_run(tmp_path, "cube-single-play-singletask-task2-v0", "fql", 0, 0.4, curve[:3])  # stopped early
+    rows = {r["task"]: r for r in write_report([tmp_path], tmp_path / "report")["per_task"]}
+    task1 = rows["cube-single-play-singletask-task1-v0"]
+    assert task1["published_mean"] == pytest.approx(np.mean([0.5, 0.25]))  # (0.3+0.5+0.7)/3 per seed, scaled
+    assert task1["final_mean"] == pytest.approx(np.mean([0.9, 0.45]))  # shown next to it, not replaced
+    assert "published_mean" not in rows["cube-single-play-singletask-task2-v0"]  # last eval not at the end

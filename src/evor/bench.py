@@ -23,6 +23,7 @@ from pathlib import Path
 
 from evor.agents import parse_label
 from evor.errors import ConfigError, EvorError
+from evor.evaluate import evaluation_seed
 from evor.rundir import CELL_RESULT, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -151,7 +152,8 @@ def run_cell(cell: Cell) -> dict:
         train(config, run_dir, resume=done is not None, show_progress=False)
     if not cell.done():
         run = load_run(run_dir)
-        atomic_write_json(run_dir / RESULT_FILE, run.evaluate(run.settings(), cell.episodes, seed=20_000 + cell.seed))
+        atomic_write_json(run_dir / RESULT_FILE, run.evaluate(run.settings(), cell.episodes,
+                                                               seed=evaluation_seed(cell.seed)))
     return cell_summary(cell)
 
 

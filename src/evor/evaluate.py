@@ -137,6 +137,20 @@ def episode_keys(base_key, episodes, calls):
     return jax.vmap(lambda e, c: jax.random.fold_in(jax.random.fold_in(base_key, e), c))(episodes, calls)
 
 
+# Reset seeds of evaluation episodes (episode i of an evaluation with seed S resets with S + i). Each
+# training seed owns its own blocks, so the seeds of a study never share initial states (until evor 0.1,
+# a cell's final evaluation used 20000 + seed and seeds 0/1/2 shared 49 of their 50 states), and the
+# periodic evaluations of a run never reuse the final one's. At most EPISODE_BLOCK episodes per evaluation.
+EPISODE_BLOCK = 1_000
+
+
+def evaluation_seed(training_seed: int, step: int | None = None) -> int:
+    """The first reset seed of a run's final evaluation (step None) or of its evaluation at `step`."""
+    if step is None:
+        return 20_000 + EPISODE_BLOCK * training_seed
+    return 1_000_000_000 + 1_000_000 * training_seed + step
+
+
 def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episodes: int, seed: int = 0,
                     pool_size: int = 10, workers: int = 0, show_progress: bool = False, desc: str = "eval",
                     action_horizon: int = 1, discount: float | None = None) -> dict:

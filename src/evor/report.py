@@ -93,6 +93,9 @@ class RunRecord:
     sweep: list[dict]  # sweep results: settings, success, costs
     diagnostics: dict | None
     default_settings: dict  # the agent's default inference settings (the scaling plots vary N alone)
+    # The published protocol's score (method.md, Protocol): the mean of the last three periodic
+    # evaluations, when the run has at least three and the last is at its final step.
+    published: float | None = None
 
 
 def method_label(config: dict) -> str:
@@ -167,8 +170,11 @@ def read_run(path: Path) -> RunRecord:
         elif curve and curve[-1][0] == config["total_steps"]:
             final, source = curve[-1][1], "last periodic evaluation"
     diagnostics = _read_json(path / DIAGNOSTICS) if (path / DIAGNOSTICS).exists() else None
+    published = (float(np.mean([s for _, s in curve[-3:]]))
+                 if len(curve) >= 3 and curve[-1][0] == config["total_steps"] else None)
     return RunRecord(path, config["task"], environment_of(config["task"]), method_label(config), config["seed"],
-                     final, source, max((s for _, s in curve), default=None), curve, sweep, diagnostics, defaults)
+                     final, source, max((s for _, s in curve), default=None), curve, sweep, diagnostics, defaults,
+                     published)
 
 
 # --------------------------------------------------------------------------- tables
@@ -179,7 +185,11 @@ def task_table(records: list[RunRecord]) -> list[dict]:
     for (task, method), group in _group(records, lambda r: (r.task, r.method)).items():
         finals = [r.final for r in group if r.final is not None]
         best = [r.best_during_training for r in group if r.best_during_training is not None]
+        published = [r.published for r in group if r.published is not None]
         row = {"task": task, "method": method, "seeds": sorted(r.seed for r in group), "final_runs": len(finals)}
+        if published:
+            row.update(published_mean=float(np.mean(published)), published_std=float(np.std(published)),
+                       published_runs=len(published))
         if finals:
             low, high = stratified_bootstrap([finals])
             row.update(final_mean=float(np.mean(finals)), final_std=float(np.std(finals)), final_iqm=iqm(finals),
@@ -255,11 +265,13 @@ def _table_cells(task_rows, env_rows, sweep_rows=()):
     """(title, header, rows of cells) for each table, shared by markdown and HTML."""
     per_task = ("Per task: final checkpoint (success %)",
                 ["task", "method", "seeds", "final mean ± std", "final IQM [95% CI]",
+                 "last three evaluations, mean ± std (published protocol)",
                  "best during training, mean ± std (optimistic)"],
                 [[r["task"], r["method"], ",".join(map(str, r["seeds"])),
                   f"{_pct(r.get('final_mean'))} ± {_pct(r.get('final_std'))}" if "final_mean" in r else "—",
                   f"{_pct(r['final_iqm'])} [{_pct(r['final_ci95'][0])}, {_pct(r['final_ci95'][1])}]"
                   if "final_iqm" in r else "—",
+                  f"{_pct(r['published_mean'])} ± {_pct(r['published_std'])}" if "published_mean" in r else "—",
                   f"{_pct(r.get('best_mean'))} ± {_pct(r.get('best_std'))}" if "best_mean" in r else "—"]
                  for r in task_rows])
     per_env = ("Per environment: final checkpoint over tasks and seeds (success %)",

@@ -55,7 +55,7 @@ from evor.data.files import atomic_write_json
 from evor.data.generate import library_versions
 from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError
-from evor.evaluate import OGBenchEnv, evaluate_policy
+from evor.evaluate import OGBenchEnv, evaluate_policy, evaluation_seed
 from evor.progress import progress_bar
 from evor.rundir import truncate_metrics, write_metrics
 
@@ -351,7 +351,8 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
                 if host_state is not None:
                     run.state = _unstack(host_state, i)
                 if eval_due:
-                    result = run.evaluate(eval_settings, config.eval_episodes, seed=run.config.seed * 1000 + step)
+                    result = run.evaluate(eval_settings, config.eval_episodes,
+                                          seed=evaluation_seed(run.config.seed, step))
                     row.update(eval_success_rate=result["success_rate"], eval_return_mean=result["return_mean"])
                 write_metrics(run_dir, row)
                 if checkpoint_due:
