@@ -23,9 +23,13 @@ def test_qc_td_target_by_hand():
     next_q = jnp.array([[0.5, 2.0, -1.0], [10.0, 20.0, 30.0]])
     expected = [1 + 1.8 + 2.43 + 0.729 * 2.0, 5.0]
     np.testing.assert_allclose(td_target(partial, discounts, next_q), expected, rtol=1e-6)
+    # chosen by other (online) values, valued by next_q (target): row 0 picks chunk 0 -> 0.5
+    choice = jnp.array([[3.0, 2.0, -1.0], [0.0, 0.0, 1.0]])
+    expected = [1 + 1.8 + 2.43 + 0.729 * 0.5, 5.0]
+    np.testing.assert_allclose(td_target(partial, discounts, next_q, choice), expected, rtol=1e-6)
 
 
-def test_qc_targets_use_the_best_of_n_behaviour_chunks_under_the_target_critics():
+def test_qc_targets_choose_the_next_chunk_with_the_online_critics_and_value_it_with_the_target_ones():
     rng = np.random.default_rng(0)
     n = 64
     obs = rng.standard_normal((n, 3)).astype(np.float32)
@@ -34,16 +38,23 @@ def test_qc_targets_use_the_best_of_n_behaviour_chunks_under_the_target_critics(
     data = Dataset.from_arrays("t", observations=obs, actions=rng.uniform(-1, 1, (n, 2)), rewards=rng.standard_normal(n),
                                masks=np.ones(n), ends=ends, next_observations=obs + 1)
     agent = QC(QCConfig(hidden_dims=(16,), horizon=3, num_target_samples=5, target_action_flow_steps=2), 3, 2)
+    old = QC(QCConfig(hidden_dims=(16,), horizon=3, num_target_samples=5, target_action_flow_steps=2,
+                      target_selection="target"), 3, 2)
     state = agent.init(jax.random.PRNGKey(0))
+    state["target_critic"] = agent.init(jax.random.PRNGKey(9))["critic"]  # target critics that disagree
     table = chunk_table(data, agent.config.discount, 3)
-    batch = {k: v[:8] for k, v in table.items() if k != "valid_rows"}
+    batch = {k: v[:16] for k, v in table.items() if k != "valid_rows"}
     key = jax.random.PRNGKey(1)
-    y = agent.targets(state, batch, key)
     obs_n, chunks = agent._candidates(state["actor"], batch["bootstrap_observations"], key, 5, 2)
-    q = np.asarray(agent.critic(state["target_critic"], obs_n, chunks)).mean(axis=0)
-    manual = np.asarray(batch["partial_returns"]) + np.asarray(batch["bootstrap_discounts"]) * q.max(axis=1)
-    np.testing.assert_allclose(np.asarray(y), manual, rtol=1e-5)
-    assert chunks.shape == (8, 5, 6)
+    target_q = np.asarray(agent.critic(state["target_critic"], obs_n, chunks)).mean(axis=0)
+    online_q = np.asarray(agent.critic(state["critic"], obs_n, chunks)).mean(axis=0)
+    partial, disc = np.asarray(batch["partial_returns"]), np.asarray(batch["bootstrap_discounts"])
+    by_online = partial + disc * target_q[np.arange(16), online_q.argmax(axis=1)]
+    np.testing.assert_allclose(np.asarray(agent.targets(state, batch, key)), by_online, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(old.targets(state, batch, key)), partial + disc * target_q.max(axis=1),
+                               rtol=1e-5)
+    assert np.any(online_q.argmax(axis=1) != target_q.argmax(axis=1))  # the two rules differ here
+    assert chunks.shape == (16, 5, 6)
 
 
 def test_fql_one_step_policy_raises_q_while_staying_near_the_behaviour_modes():

@@ -181,6 +181,7 @@ FIELDS_ADDED_LATER = {
     ("evor", "agent", "cutoff_samples"): 4,
     ("evor", "agent", "cutoff_refresh_every"): 250,
     ("evor", "inference", "return_noise"): "independent",
+    ("qc", "agent", "target_selection"): "target",  # QC chose its TD target's next chunk by the target critics
 }
 
 

@@ -2,10 +2,17 @@
 
   pi_ref(a_{t:t+h} | s_t): a flow over the flattened chunk of h actions (behaviour cloning).
   Q_e(s_t, a_{t:t+h}), e = 1..E: scalar critics trained by MSE TD to
-      y = sum_{k<h} gamma^k r_{t+k} + gamma^h m max_n mean_e Qbar_e(s_{t+h}, a'_n),
-      a'_1..a'_N ~ pi_ref(.|s_{t+h})   (best of N behaviour chunks; N = 32).
+      y = sum_{k<h} gamma^k r_{t+k} + gamma^h m mean_e Qbar_e(s_{t+h}, a'*),
+      a'* = argmax_n mean_e Q_e(s_{t+h}, a'_n),  a'_1..a'_N ~ pi_ref(.|s_{t+h})
+  (the best of N behaviour chunks chosen by the online critics and valued by the target critics, as
+  QC's reference code does; `target_selection="target"` chooses with the target critics too, as evor
+  did before).
   Act: the best of N chunk samples by mean Q, executed open-loop for h steps.
 QC-1 is h = 1 (best-of-N with a scalar critic), QC-5 is h = 5.
+Chunks that a true termination cuts short stay in the loss: their actions after the termination are
+the last one repeated (never executed) and their target stops at the termination (m = 0), which is
+their exact return (evor.data.sampler.chunk_table, tested). QC's reference code leaves such chunks out
+of the loss instead; both are unbiased for the chunks they keep.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class QCConfig:
     target_update_rate: float = 0.005  # Polyak rate of the target critics
     num_target_samples: int = 32  # N behaviour chunks searched for the best next chunk in the TD target
     target_action_flow_steps: int = 10  # Euler steps sampling those chunks
+    target_selection: str = "online"  # which critics choose the best next chunk: 'online' or 'target'
 
     def validate(self) -> None:
         from evor.errors import ConfigError
@@ -40,6 +48,8 @@ class QCConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if not 0 < self.discount < 1:
             raise ConfigError(f"discount must be in (0, 1), got {self.discount}.")
+        if self.target_selection not in ("online", "target"):
+            raise ConfigError(f"target_selection must be 'online' or 'target', got '{self.target_selection}'.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +65,12 @@ class QCSettings:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
-def td_target(partial_returns, bootstrap_discounts, next_q):
-    """y = sum_k gamma^k r + gamma^h m max_n Q(s', a'_n); next_q has shape (B, N)."""
-    return partial_returns + bootstrap_discounts * next_q.max(axis=-1)
+def td_target(partial_returns, bootstrap_discounts, next_q, choice_q=None):
+    """y = sum_k gamma^k r + gamma^h m next_q[argmax_n choice_q]; next_q, choice_q (B, N). Without choice_q
+    the chunk is chosen by next_q itself (max_n next_q)."""
+    choice_q = next_q if choice_q is None else choice_q
+    best = jnp.argmax(choice_q, axis=-1)
+    return partial_returns + bootstrap_discounts * jnp.take_along_axis(next_q, best[:, None], axis=-1)[:, 0]
 
 
 class QC(Agent):
@@ -98,7 +111,10 @@ class QC(Agent):
         obs_n, chunks = self._candidates(state["actor"], batch["bootstrap_observations"], key,
                                          cfg.num_target_samples, cfg.target_action_flow_steps)
         next_q = self.critic(state["target_critic"], obs_n, chunks).mean(axis=0)  # (B, N)
-        return jax.lax.stop_gradient(td_target(batch["partial_returns"], batch["bootstrap_discounts"], next_q))
+        choice_q = self.critic(state["critic"], obs_n, chunks).mean(axis=0) if cfg.target_selection == "online" \
+            else next_q
+        return jax.lax.stop_gradient(td_target(batch["partial_returns"], batch["bootstrap_discounts"], next_q,
+                                               choice_q))
 
     def critic_loss(self, critic, targets, batch):
         q = self.critic(critic, batch["observations"], batch["action_chunks"])  # (E, B)
