@@ -24,9 +24,9 @@ import optax
 
 from evor.agents.base import Agent
 from evor.agents.common import BehaviourFlow, adam_step, polyak
+from evor.agents.return_models import RETURN_MODELS, make_return_model
 from evor.data.sampler import chunk_table, sample_batch, sample_chunks, transition_table
-from evor.flows import INTEGRATORS, flow_matching_loss, integrate
-from evor.nets import MLP, init_ensemble
+from evor.flows import INTEGRATORS
 from evor.selection import SELECTION_RULES, select, soft_value
 
 
@@ -35,8 +35,14 @@ class EVORConfig:
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)  # both flows' MLP widths
     learning_rate: float = 3e-4  # Adam, both flows
     discount: float = 0.99  # gamma
-    num_return_flows: int = 2  # ensemble size E of the return flow
-    return_layer_norm: bool = True  # LayerNorm in the return flow's MLP
+    num_return_flows: int = 2  # ensemble size E of the return model
+    return_layer_norm: bool = True  # LayerNorm in the return model's MLP
+    # The model of Z (agents/return_models.py): 'flow' (the method), 'mean' (a scalar critic of pi_ref's
+    # return on the same targets; Q* = its value) or 'hl_gauss' (a histogram trained by HL-Gauss
+    # cross-entropy; Q* its exact tilt). For the ablation of what the distribution buys.
+    return_model: str = "flow"
+    return_bins: int = 101  # hl_gauss: equal bins over the unit interval [-1, 1]
+    return_bin_sigma: float = 0.75  # hl_gauss: target smoothing sigma, in bin widths (the paper's 0.75)
     target_update_rate: float = 0.005  # Polyak rate of the target return flow
     target_action_flow_steps: int = 10  # Euler steps sampling a' ~ pi_ref(s') inside the TD target
     # The return-flow target. Defaults chosen by measurement (docs/calibration.md): the spec's one-step
@@ -77,6 +83,11 @@ class EVORConfig:
             raise ConfigError("next_action 'dataset' needs single actions; with horizon > 1 use 'policy'.")
         if not 0 < self.discount < 1:
             raise ConfigError(f"discount must be in (0, 1), got {self.discount}.")
+        if self.return_model not in RETURN_MODELS:
+            raise ConfigError(f"return_model must be one of {RETURN_MODELS}, got '{self.return_model}'.")
+        if self.return_bins < 2 or not self.return_bin_sigma > 0:
+            raise ConfigError(f"return_bins must be >= 2 and return_bin_sigma > 0, got {self.return_bins}, "
+                              f"{self.return_bin_sigma}.")
         if self.cutoff_returns not in CUTOFF_RETURNS:
             raise ConfigError(f"cutoff_returns must be one of {CUTOFF_RETURNS}, got '{self.cutoff_returns}'.")
         for name in ("num_return_flows", "target_action_flow_steps", "target_return_flow_steps", "cutoff_samples",
@@ -199,7 +210,7 @@ class EVOR(Agent):
         self.uses_cutoff_table = config.target_horizon == 0 and config.cutoff_returns == "table"
         self.return_scale = return_scale
         self.behaviour = BehaviourFlow(config.hidden_dims, self.chunk_dim)
-        self.return_net = MLP(config.hidden_dims, 1, layer_norm=config.return_layer_norm)
+        self.return_model = make_return_model(config)
         self.optimizer = optax.adam(config.learning_rate)
 
     # ----------------------------------------------------------------- state
@@ -229,11 +240,9 @@ class EVOR(Agent):
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         actor_key, return_key = jax.random.split(key)
-        obs = jnp.zeros((1, self.observation_dim))
-        act = jnp.zeros((1, self.chunk_dim))
         actor = self.behaviour.init(actor_key, self.observation_dim)
-        returns = init_ensemble(self.return_net, return_key, self.config.num_return_flows,
-                                jnp.concatenate([obs, act, jnp.zeros((1, 2))], -1))
+        returns = self.return_model.init(return_key, self.config.num_return_flows, self.observation_dim,
+                                         self.chunk_dim)
         return {
             "actor": actor,
             "return_flow": returns,
@@ -255,22 +264,15 @@ class EVOR(Agent):
 
     # ----------------------------------------------------------------- Part 2: Z(s, a)
 
-    def return_velocity(self, member_params, obs, actions, z_t, t):
-        return self.return_net.apply(member_params, jnp.concatenate([obs, actions, z_t, t], -1))
-
     def sample_returns(self, return_params, obs, actions, key, num_steps: int, integrator: str):
         """Unit-scale return samples from every ensemble member: shape (E,) + obs.shape[:-1] + (1,)."""
         z0 = jax.random.normal(key, (self.config.num_return_flows,) + obs.shape[:-1] + (1,))
         return self.transport_returns(return_params, obs, actions, z0, num_steps, integrator)
 
     def transport_returns(self, return_params, obs, actions, z0, num_steps: int, integrator: str):
-        """The return flow's ODE from given base noise z0, shape (E,) + obs.shape[:-1] + (1,), to returns."""
-
-        def one_member(params, noise):
-            return integrate(lambda z, t: self.return_velocity(params, obs, actions, z, t), noise, num_steps,
-                             integrator)
-
-        return jnp.clip(jax.vmap(one_member)(return_params, z0), -1.0, 1.0)
+        """Returns from given base noise z0, shape (E,) + obs.shape[:-1] + (1,): the flow integrates its
+        ODE from z0; the other return models map z0 to their quantile (return_models.py)."""
+        return self.return_model.transport(return_params, obs, actions, z0, num_steps, integrator)
 
     def refresh_cutoff_returns(self, state, table, key):
         """Return samples at every cut-off state: a' ~ pi_ref(s_cut), z' from each target flow member;
@@ -325,16 +327,9 @@ class EVOR(Agent):
         return jax.lax.stop_gradient(jnp.clip(scale.to_unit(y), -1.0, 1.0))
 
     def return_loss(self, return_params, targets, batch, key):
-        """Flow matching of each member onto its own distributional TD targets; summed over members."""
-        noise_key, time_key = jax.random.split(key)
-        x0 = jax.random.normal(noise_key, targets.shape)
-        t = jax.random.uniform(time_key, targets.shape)
-
-        def one_member(params, y, noise, tt):
-            return flow_matching_loss(
-                lambda z, s: self.return_velocity(params, batch["observations"], batch["actions"], z, s), y, noise, tt)
-
-        return jnp.sum(jax.vmap(one_member)(return_params, targets, x0, t))
+        """Each member fitted to its own sampled TD targets (E, B, 1), summed over members: flow matching
+        for the flow (method.md, Part 2), MSE for 'mean', HL-Gauss cross-entropy for 'hl_gauss'."""
+        return self.return_model.loss(return_params, targets, batch["observations"], batch["actions"], key)
 
     # ----------------------------------------------------------------- training
 
@@ -374,13 +369,17 @@ class EVOR(Agent):
     def q_star(self, state, obs, actions, key, settings: InferenceSettings):
         """Q*(s, a) from M return samples per ensemble member, combined across members (unit scale).
 
-        obs, actions: (..., dim). Returns (...,).
+        obs, actions: (..., dim). Returns (...,). Return models with an exact tilt ('mean', 'hl_gauss')
+        compute it without samples for tau_Q > 0; tau_Q = 0 (the largest of M samples) always samples.
         """
+        params = state[RETURN_WEIGHTS[settings.return_weights]]
+        if self.return_model.exact_tilt and settings.tau_q > 0:
+            q = self.return_model.tilted_value(params, obs, actions, settings.tau_q)  # (E, ...)
+            return q.mean(axis=0) if settings.ensemble == "mean" else q.min(axis=0)
         samples_obs = jnp.broadcast_to(obs[..., None, :], obs.shape[:-1] + (settings.num_return_samples,
                                                                          obs.shape[-1]))
         samples_act = jnp.broadcast_to(actions[..., None, :], actions.shape[:-1] + (settings.num_return_samples,
                                                                                  actions.shape[-1]))
-        params = state[RETURN_WEIGHTS[settings.return_weights]]
         z0 = return_base_noise(key, (self.config.num_return_flows,) + samples_obs.shape[:-1] + (1,),
                                settings.return_noise)
         z = self.transport_returns(params, samples_obs, samples_act, z0, settings.return_flow_steps,
