@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from evor.agents.fql import FQL, FQLConfig
-from evor.agents.ifql import IFQLConfig, expectile_loss
+from evor.agents.ifql import IFQL, IFQLConfig, expectile_loss
 from evor.agents.qc import QC, QCConfig, td_target
 from evor.data.dataset import Dataset
 from evor.data.sampler import chunk_table
@@ -113,3 +113,18 @@ def test_baseline_configs_are_validated():
     for bad in (QCConfig(horizon=0), FQLConfig(alpha=-1.0), IFQLConfig(expectile=1.0), QCConfig(discount=1.5)):
         with pytest.raises(ConfigError):
             bad.validate()
+
+
+@pytest.mark.parametrize("cls, config_cls", [(FQL, FQLConfig), (IFQL, IFQLConfig)])
+def test_value_baselines_take_their_critic_targets_along_trajectories(cls, config_cls):
+    from evor.data.targets import multistep_targets
+
+    data = Dataset.random(120, 3, 2, episode_length=30, seed=4)
+    for horizon in (1, 10, 0):
+        agent = cls(config_cls(hidden_dims=(8,), target_horizon=horizon), 3, 2)
+        table = agent.make_table(data)
+        expected = multistep_targets(data, agent.config.discount, horizon)
+        np.testing.assert_allclose(np.asarray(table["bootstrap_discounts"]), expected.bootstrap_discounts)
+        np.testing.assert_allclose(np.asarray(table["partial_returns"]), expected.partial_returns)
+    with pytest.raises(ConfigError):
+        config_cls(target_horizon=-1).validate()

@@ -183,6 +183,8 @@ FIELDS_ADDED_LATER = {
     ("evor", "inference", "return_noise"): "independent",
     ("qc", "agent", "target_selection"): "target",
     ("evor", "agent", "return_model"): "flow",
+    ("fql", "agent", "target_horizon"): 1,
+    ("ifql", "agent", "target_horizon"): 1,
     ("evor", "agent", "return_bins"): 101,
     ("evor", "agent", "return_bin_sigma"): 0.75,  # QC chose its TD target's next chunk by the target critics
 }

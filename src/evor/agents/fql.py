@@ -53,12 +53,19 @@ class FQLConfig:
     num_critics: int = 2  # E, combined by their mean
     target_update_rate: float = 0.005  # Polyak rate of the target critics
     flow_steps: int = 10  # Euler steps of pi_ref's ODE in the distillation target
+    # The critic's TD target along the data's trajectories (evor.data.targets): 1 is the paper's one-step TD;
+    # n > 1 uses the dataset's actions for n steps before bootstrapping; 0 Monte-Carlo returns-to-go. For
+    # this critic (the value of the learned policy, not of pi_ref) n != 1 is biased towards the behaviour
+    # policy's value: an option for the ablation of EVOR's targets, not a recommendation.
+    target_horizon: int = 1
 
     def validate(self) -> None:
         from evor.errors import ConfigError
 
         if self.alpha < 0:
             raise ConfigError(f"alpha must be >= 0, got {self.alpha}.")
+        if self.target_horizon < 0:
+            raise ConfigError(f"target_horizon must be >= 0 (0 = Monte-Carlo), got {self.target_horizon}.")
         if self.num_critics < 1 or self.flow_steps < 1:
             raise ConfigError("num_critics and flow_steps must be >= 1.")
         if not 0 < self.discount < 1:
@@ -98,7 +105,7 @@ class FQL(Agent):
         self.optimizer = optax.adam(config.learning_rate)
 
     def make_table(self, dataset):
-        return transition_table(dataset, self.config.discount, 1)
+        return transition_table(dataset, self.config.discount, self.config.target_horizon)
 
     def init(self, key):
         actor_key, one_step_key, critic_key = jax.random.split(key, 3)

@@ -35,10 +35,17 @@ class IFQLConfig:
     expectile: float = 0.9  # tau of the value's expectile regression
     num_critics: int = 2  # E, combined by their min (as IQL)
     target_update_rate: float = 0.005  # Polyak rate of the target critics
+    # The critic's TD target along the data's trajectories (evor.data.targets): 1 is the paper's one-step TD;
+    # n > 1 uses the dataset's actions for n steps before bootstrapping; 0 Monte-Carlo returns-to-go. For
+    # this critic (the value of the learned policy, not of pi_ref) n != 1 is biased towards the behaviour
+    # policy's value: an option for the ablation of EVOR's targets, not a recommendation.
+    target_horizon: int = 1
 
     def validate(self) -> None:
         from evor.errors import ConfigError
 
+        if self.target_horizon < 0:
+            raise ConfigError(f"target_horizon must be >= 0 (0 = Monte-Carlo), got {self.target_horizon}.")
         if not 0 < self.expectile < 1:
             raise ConfigError(f"expectile must be in (0, 1), got {self.expectile}.")
         if self.num_critics < 1:
@@ -79,7 +86,7 @@ class IFQL(Agent):
         self.optimizer = optax.adam(config.learning_rate)
 
     def make_table(self, dataset):
-        return transition_table(dataset, self.config.discount, 1)
+        return transition_table(dataset, self.config.discount, self.config.target_horizon)
 
     def init(self, key):
         actor_key, critic_key, value_key = jax.random.split(key, 3)
