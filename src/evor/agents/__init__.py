@@ -11,18 +11,19 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from evor.agents.base import Agent
 from evor.agents.evor import EVOR
 from evor.agents.fql import FQL
 from evor.agents.ifql import IFQL
 from evor.agents.qc import QC
 from evor.errors import ConfigError
 
-AGENTS = {"evor": EVOR, "qc": QC, "fql": FQL, "ifql": IFQL}
+AGENTS: dict[str, type[Agent]] = {"evor": EVOR, "qc": QC, "fql": FQL, "ifql": IFQL}
 # Labels used in the comparisons and suites so far (for messages; any chunk length parses).
 KNOWN_LABELS = ("evor", "evor5", "qc1", "qc5", "fql", "ifql")
 
 
-def get_agent_class(name: str):
+def get_agent_class(name: str) -> type[Agent]:
     if name not in AGENTS:
         raise ConfigError(f"Unknown agent '{name}'; available: {', '.join(sorted(AGENTS))}.")
     return AGENTS[name]
