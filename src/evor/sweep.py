@@ -74,7 +74,7 @@ def sweep(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, ou
     todo = grid_settings(run, grids, fixed)
     for index, settings in enumerate(todo):
         key = setting_key(settings, episodes, seed, run.step)
-        label = ", ".join(f"{n}={getattr(settings, n)}" for n in grids) or "defaults"
+        label = ", ".join(f"{n}={getattr(settings, n)}" for n in (*grids, *fixed)) or "defaults"
         if key in done:
             print(f"[{index + 1}/{len(todo)}] {label}: already done, skipped", flush=True)
             continue
