@@ -190,3 +190,16 @@ def test_the_published_score_is_the_mean_of_the_last_three_evaluations(tmp_path)
     assert task1["published_mean"] == pytest.approx(np.mean([0.5, 0.25]))  # (0.3+0.5+0.7)/3 per seed, scaled
     assert task1["final_mean"] == pytest.approx(np.mean([0.9, 0.45]))  # shown next to it, not replaced
     assert "published_mean" not in rows["cube-single-play-singletask-task2-v0"]  # last eval not at the end
+
+
+def test_the_quickstarts_own_evaluation_is_read_by_the_report(tmp_path):
+    # `evor quickstart` writes quickstart_eval.json (N = 1, 8, 32 at the default M): the report shows the
+    # N curve from it and takes the default setting (N = 32) as the final score
+    path = _fake_run(tmp_path, "cube-single-play-singletask-task2-v0", "evor", 0, None, [])
+    results = [{"settings": {"num_candidates": n}, "success_rate": rate, "episodes": 30, "step": 1000,
+                "policy_ms_per_env_step": 1.0, "single_action_ms": 1.0} for n, rate in ((1, 0.1), (8, 0.4), (32, 0.6))]
+    (path / "quickstart_eval.json").write_text(json.dumps({"results": results}))
+    summary = write_report([tmp_path], tmp_path / "report")
+    row = summary["per_task"][0]
+    assert row["final_mean"] == pytest.approx(0.6)
+    assert "scaling_vs_candidates.png" in summary["figures"]
