@@ -182,7 +182,8 @@ def phase_train(args, size, results):
     run = train(config, run_dir, resume=start > 0, show_progress=False, stop_after=target)
     train_seconds = time.time() - started
     result = run.evaluate(run.settings(), size["eval_episodes"], seed=20_000)
-    return {"steps": run.step, "train_seconds": train_seconds, "updates_per_second_estimate": rate,
+    return {"preset": size["train_preset"], "steps": run.step, "train_seconds": train_seconds,
+            "updates_per_second_estimate": rate,
             "success_rate": result["success_rate"], "eval_seconds": result["seconds"],
             "policy_ms_per_env_step": result["policy_ms_per_env_step"], "run_dir": str(run_dir)}
 
@@ -244,7 +245,8 @@ def markdown(results: dict) -> str:
                   f"({e['speedup']:.1f}x).", ""]
     if "train" in results:
         t = results["train"]
-        lines += [f"EVOR paper preset on {TASK}: {t['steps']} updates in {t['train_seconds']:.0f} s, success "
+        lines += [f"EVOR {t.get('preset', 'paper')} preset on {TASK}: {t['steps']} updates in {t['train_seconds']:.0f} s, "
+                  f"success "
                   f"{t['success_rate']:.2f} over the evaluation episodes.", ""]
     lines += ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {'-' if met is None else ('yes' if met else 'no')} |"
