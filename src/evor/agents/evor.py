@@ -11,6 +11,11 @@ chunk, Z(s_t, a_{t:t+h}) is the return of executing it and then following pi_ref
 is executed open-loop.
 All of Part 3-4's knobs (N, M, flow steps, tau_Q, tau_R, selection) are inference settings: the
 same trained state serves every setting.
+Ours, as options (defaults chosen by measurement, docs/): Monte-Carlo or n-step targets along the data's
+trajectories, with the cut-off returns of Monte-Carlo targets read from a table (`refresh_cutoff_returns`);
+the midpoint readout from the Polyak-averaged weights; common return noise; and, for ablations, a scalar
+or histogram model of Z instead of the flow (`return_model`, agents/return_models.py). The state keeps
+the name `return_flow` for the return model's parameters whatever its kind.
 """
 
 from __future__ import annotations
