@@ -181,12 +181,12 @@ FIELDS_ADDED_LATER = {
     ("evor", "agent", "cutoff_samples"): 4,
     ("evor", "agent", "cutoff_refresh_every"): 250,
     ("evor", "inference", "return_noise"): "independent",
-    ("qc", "agent", "target_selection"): "target",
+    ("qc", "agent", "target_selection"): "target",  # QC chose its TD target's next chunk by the target critics
     ("evor", "agent", "return_model"): "flow",
+    ("evor", "agent", "return_bins"): 101,
+    ("evor", "agent", "return_bin_sigma"): 0.75,
     ("fql", "agent", "target_horizon"): 1,
     ("ifql", "agent", "target_horizon"): 1,
-    ("evor", "agent", "return_bins"): 101,
-    ("evor", "agent", "return_bin_sigma"): 0.75,  # QC chose its TD target's next chunk by the target critics
 }
 
 
