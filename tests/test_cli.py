@@ -25,7 +25,8 @@ def run_cli(*args, timeout=120):
     (["train", "--seeds", "1,1"], "Seeds must be distinct"),
     (["eval", "/nonexistent/run"], "not a run directory"),
     (["train", "--task", "cube-single-play-singletask-task9-v0"], "Unknown task number 9"),
-    (["train", "--task", "cube-nonuple-play-singletask-task1-v0"], "is not a dataset of an OGBench environment"),
+    (["train", "--task", "tetris-play-singletask-task1-v0"], "is not a dataset of an OGBench environment"),
+    (["train", "--task", "cube-nonuple-play-singletask-task1-v0"], "Unknown dataset 'cube-nonuple-play-v0'"),
 ])
 def test_bad_arguments_give_a_message_not_a_traceback(args, message):
     code, _, err = run_cli(*args)
