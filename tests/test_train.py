@@ -70,7 +70,7 @@ def test_loaded_run_acts_with_any_inference_setting_and_evaluates(data_dir, tmp_
     assert result["episode_length_mean"] == 200  # cube-single: 200 steps unless solved
 
 
-def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, tmp_path):
+def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, tmp_path, monkeypatch):
     train(_config(data_dir), tmp_path / "run", show_progress=False)
     with pytest.raises(EvorError, match="already holds a run"):
         train(_config(data_dir), tmp_path / "run", show_progress=False)
@@ -101,15 +101,12 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
         make_config("tiny", agent={"hiden_dims": [3]})
     with pytest.raises(ConfigError, match="Unknown preset"):
         make_config("gpu-huge")
-    import evor.train as train_module
+    import evor.config
 
-    real = train_module.load_preset
-    train_module.load_preset = lambda name: {**real("tiny"), "agent": {"hiden_dims": [8]}}
-    try:
-        with pytest.raises(ConfigError, match="sets agent field\\(s\\) that no agent has: hiden_dims"):
-            make_config("tiny")
-    finally:
-        train_module.load_preset = real
+    real = evor.config.load_preset
+    monkeypatch.setattr(evor.config, "load_preset", lambda name: {**real("tiny"), "agent": {"hiden_dims": [8]}})
+    with pytest.raises(ConfigError, match="sets agent field\\(s\\) that no agent has: hiden_dims"):
+        make_config("tiny")
     with pytest.raises(ConfigError, match="Unknown agent"):
         make_config("tiny", agent_name="sac")
 
