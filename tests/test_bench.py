@@ -139,9 +139,23 @@ def test_agent_labels_round_trip_and_come_from_the_agents():
     from evor.agents import chunked_agents, label_of, parse_label
 
     assert set(chunked_agents()) == {"evor", "qc"}  # the agents whose config has a chunk length
-    for label in ("evor", "evor5", "qc1", "qc5", "qc3", "fql", "ifql"):
+    for label in ("evor", "evor5", "qc1", "qc5", "qc3", "fql", "ifql", "evor-mean", "evor-hlgauss", "evor-td10",
+                  "evor5-mean-td1", "fql-mc", "fql-td10", "ifql-mc"):
         name, fields = parse_label(label)
         assert label_of(name, fields) == label
     assert label_of("qc", {}) == "qc5"  # QC's default chunk is named; EVOR's default (1) is not
+    assert parse_label("evor-hlgauss") == ("evor", {"return_model": "hl_gauss"})
+    assert parse_label("fql-mc") == ("fql", {"target_horizon": 0})
+    # A run's full config names only what differs from the agent's defaults.
+    assert label_of("evor", {"return_model": "flow", "target_horizon": 0, "horizon": 1}) == "evor"
+    assert label_of("fql", {"target_horizon": 0, "alpha": 300.0}) == "fql-mc"
     with pytest.raises(ConfigError, match="Unknown agent 'fql3'"):
         parse_label("fql3")
+    with pytest.raises(ConfigError, match="fql takes -mc, -tdN"):
+        parse_label("fql-mean")
+    with pytest.raises(ConfigError, match="qc has no variants"):
+        parse_label("qc5-mc")
+    with pytest.raises(ConfigError, match="default return_model"):
+        parse_label("evor-flow")  # one label per configuration
+    with pytest.raises(ConfigError, match="sets return_model twice"):
+        parse_label("evor-mean-hlgauss")

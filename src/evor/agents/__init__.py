@@ -4,6 +4,11 @@ Labels name an agent and its action-chunk length at once, the way results are re
 'ifql', 'qc5' (QC with chunks of 5), 'evor5'. An agent whose Config has a `horizon` field acts in
 chunks; its label carries the length (QC always, EVOR when it is not 1). This module is the one place
 that knows it: suites, reports, run directories and the CLI all go through `label_of`/`parse_label`.
+
+The ablations' variants are named by suffixes, one per field that differs from the agent's default:
+'evor-mean' / 'evor-hlgauss' (return_model), 'evor-td10' / 'fql-mc' (target_horizon: 'mc' is 0, the
+Monte-Carlo returns-to-go, 'tdN' is N-step). So a suite can list 'evor-mean' next to 'evor' and the
+reports keep them apart.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from evor.errors import ConfigError
 
 AGENTS: dict[str, type[Agent]] = {"evor": EVOR, "qc": QC, "fql": FQL, "ifql": IFQL}
 # Labels used in the comparisons and suites so far (for messages; any chunk length parses).
-KNOWN_LABELS = ("evor", "evor5", "qc1", "qc5", "fql", "ifql")
+KNOWN_LABELS = ("evor", "evor5", "qc1", "qc5", "fql", "ifql", "evor-mean", "evor-hlgauss", "evor-td1", "fql-mc")
+# Label suffix of each value of return_model (agents/return_models.py).
+RETURN_MODEL_SUFFIX = {"flow": "flow", "mean": "mean", "hl_gauss": "hlgauss"}
 
 
 def get_agent_class(name: str) -> type[Agent]:
@@ -46,20 +53,63 @@ def chunked_agents() -> tuple[str, ...]:
 
 
 def label_of(agent_name: str, agent_fields: dict) -> str:
-    """'qc5', 'evor5', 'evor', 'fql', ...: the agent, with its chunk length where it acts in chunks."""
-    if agent_name not in chunked_agents():
-        return agent_name
-    horizon = agent_fields.get("horizon", get_agent_class(agent_name).Config().horizon)
-    always = get_agent_class(agent_name).Config().horizon != 1  # QC's default chunk is 5: always named
-    return f"{agent_name}{horizon}" if (always or horizon != 1) else agent_name
+    """'qc5', 'evor5', 'evor', 'fql', 'evor-mean', 'fql-mc', ...: the agent, with its chunk length where it
+    acts in chunks and a suffix for each variant field that differs from its default."""
+    cls = get_agent_class(agent_name)
+    defaults = cls.Config()
+    label = agent_name
+    if agent_name in chunked_agents():
+        horizon = agent_fields.get("horizon", defaults.horizon)
+        always = defaults.horizon != 1  # QC's default chunk is 5: always named
+        label = f"{agent_name}{horizon}" if (always or horizon != 1) else agent_name
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    if "return_model" in fields and agent_fields.get("return_model", defaults.return_model) != defaults.return_model:
+        label += "-" + RETURN_MODEL_SUFFIX[agent_fields["return_model"]]
+    if "target_horizon" in fields:
+        target_horizon = agent_fields.get("target_horizon", defaults.target_horizon)
+        if target_horizon != defaults.target_horizon:
+            label += "-mc" if target_horizon == 0 else f"-td{target_horizon}"
+    return label
 
 
-def parse_label(label: str) -> tuple[str, dict]:
-    """(agent name, agent config fields) of a label: 'qc5' -> ('qc', {'horizon': 5})."""
-    if label in AGENTS:
-        return label, {}
-    match = re.fullmatch(r"([a-z]+)(\d+)", label)
-    if match and match.group(1) in chunked_agents() and int(match.group(2)) >= 1:
-        return match.group(1), {"horizon": int(match.group(2))}
-    raise ConfigError(f"Unknown agent '{label}'; choose from {', '.join(KNOWN_LABELS)} (or another chunk length "
-                      f"after {' or '.join(chunked_agents())}).")
+def parse_label(label: str) -> tuple[str, dict[str, int | str]]:
+    """(agent name, agent config fields) of a label: 'qc5' -> ('qc', {'horizon': 5}),
+    'evor-mean' -> ('evor', {'return_model': 'mean'}), 'fql-td10' -> ('fql', {'target_horizon': 10})."""
+    base, *suffixes = label.split("-")
+    fields: dict[str, int | str]
+    if base in AGENTS:
+        name, fields = base, {}
+    else:
+        match = re.fullmatch(r"([a-z]+)(\d+)", base)
+        if not (match and match.group(1) in chunked_agents() and int(match.group(2)) >= 1):
+            raise ConfigError(f"Unknown agent '{label}'; choose from {', '.join(KNOWN_LABELS)} (or another chunk "
+                              f"length after {' or '.join(chunked_agents())}).")
+        name, fields = match.group(1), {"horizon": int(match.group(2))}
+    known = {f.name for f in dataclasses.fields(get_agent_class(name).Config)}
+    models = {suffix: model for model, suffix in RETURN_MODEL_SUFFIX.items()}
+    for suffix in suffixes:
+        value: int | str
+        if suffix in models and "return_model" in known:
+            field, value = "return_model", models[suffix]
+        elif (suffix == "mc" or re.fullmatch(r"td[1-9]\d*", suffix)) and "target_horizon" in known:
+            field, value = "target_horizon", 0 if suffix == "mc" else int(suffix[2:])
+        else:
+            takes = ", ".join(f"-{s}" for s in _variant_suffixes(name))
+            raise ConfigError(f"Unknown variant '-{suffix}' in agent label '{label}'; "
+                              + (f"{name} takes {takes}." if takes else f"{name} has no variants."))
+        if field in fields:
+            raise ConfigError(f"Agent label '{label}' sets {field} twice.")
+        if value == getattr(get_agent_class(name).Config(), field):  # one label per configuration
+            raise ConfigError(f"'-{suffix}' is {name}'s default {field}: leave it out of the label '{label}'.")
+        fields[field] = value
+    return name, fields
+
+
+def _variant_suffixes(agent_name: str) -> list[str]:
+    """The label suffixes an agent takes (its defaults are never named)."""
+    defaults = get_agent_class(agent_name).Config()
+    suffixes = [suffix for model, suffix in RETURN_MODEL_SUFFIX.items()
+                if getattr(defaults, "return_model", model) != model]
+    if hasattr(defaults, "target_horizon"):
+        suffixes += ["mc"] * (defaults.target_horizon != 0) + ["tdN"]
+    return suffixes
