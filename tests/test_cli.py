@@ -147,6 +147,11 @@ def test_sweep_records_costs_and_a_rerun_skips_finished_settings(tiny_run, tmp_p
     assert [(r["settings"]["num_candidates"], r["settings"]["tau_r"]) for r in results] == \
         [(1, 0.0), (1, 1.0), (2, 0.0), (2, 1.0)]
     assert all(r["single_action_ms"] > 0 and r["policy_ms_per_env_step"] > 0 for r in results)
+    # Without --seed the episodes are the run's own final-evaluation block (training seed 0 here; seed s
+    # gets 20000 + 1000 s), the episodes `evor bench` scores, so its default settings reproduce that score.
+    from evor.evaluate import evaluation_seed
+
+    assert {r["seed"] for r in results} == {evaluation_seed(0)} == {20_000}
     # Widen the grid: only the new settings run; the finished ones are skipped and kept as they were.
     code, second, err = run_cli("sweep", str(tiny_run), "--num-candidates", "1,2,3", "--tau-r", "0,1",
                                 "--episodes", "1", "--quiet", "--out", str(out), timeout=300)

@@ -105,7 +105,10 @@ def add_commands(sub, int_list, float_list):
 def _add_grid_arguments(parser, int_list, float_list, default_out: str):
     parser.add_argument("run_dir")
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="first reset seed of the episodes (default: the run's own final-evaluation block, "
+                             "20000 + 1000 x its training seed, so runs of different seeds never share episodes "
+                             "and the default settings reproduce `evor bench`'s final score)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     for flag, kind in _GRID_FLAGS.items():
         parser.add_argument(f"--{flag.replace('_', '-')}", type=int_list if kind == "int" else float_list,
@@ -224,12 +227,20 @@ def _grid_from_args(args, run):
     return grids, fixed
 
 
+def _default_evaluation_seed(args, run):
+    if args.seed is None:
+        from evor.evaluate import evaluation_seed
+
+        args.seed = evaluation_seed(run.config.seed)
+
+
 def cmd_eval(args):
     from evor.sweep import sweep
     from evor.train import load_run
 
     run = load_run(args.run_dir, step=args.step)
     grids, fixed = _grid_from_args(args, run)
+    _default_evaluation_seed(args, run)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
     sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
     print(f"results: {out}")
@@ -243,6 +254,7 @@ def cmd_sweep(args):
     if args.num_candidates is None and hasattr(run.agent.Settings, "num_candidates"):
         args.num_candidates = SWEEP_NUM_CANDIDATES
     grids, fixed = _grid_from_args(args, run)
+    _default_evaluation_seed(args, run)
     out = Path(args.out) if args.out else Path(args.run_dir) / "sweep.json"
     sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
     print(f"results: {out}")
