@@ -1,9 +1,13 @@
 """Milliseconds per action against the number of candidates N and return samples M (EVOR), for one
 observation (a robot acting alone) and for a batch of 10 (lockstep evaluation), through the same
 jitted policy that evaluation uses (`Run.policy`: each row acted on with its own key). The baseline
-row is N = 1 (plain pi_ref): every figure is also printed as a ratio to it.
+row is N = 1 (plain pi_ref): every figure is also printed as a ratio to it. With several
+`--return-models` (the ablation's value models, agents/return_models.py) each row is also printed as a
+ratio to the flow's at the same batch, N and M.
 
     python benchmarks/latency.py --preset cpu --num-candidates 1,4,16,64,256 --num-return-samples 1,8,32
+    python benchmarks/latency.py --preset cpu --num-candidates 1,4,16,64 --num-return-samples 8 \
+        --return-models flow,mean,hl_gauss
 """
 
 import argparse
@@ -17,9 +21,9 @@ from evor.train import Run, make_config
 
 
 def measure_latency(preset: str, num_candidates: list[int], num_return_samples: list[int], batches: list[int],
-                    repeats: int = 5) -> list[dict]:
+                    repeats: int = 5, return_model: str = "flow") -> list[dict]:
     """ms per call and per action of an (untrained) EVOR policy at `preset` sizes; N = 1 is the baseline."""
-    agent, _ = make_agent("evor", preset)
+    agent, _ = make_agent("evor", preset, return_model=return_model)
     run = Run(None, make_config(preset), agent, agent.init(jax.random.PRNGKey(0)), 0)
     rows = []
     for batch in batches:
@@ -33,8 +37,8 @@ def measure_latency(preset: str, num_candidates: list[int], num_return_samples: 
                 block(act(obs, jax.random.PRNGKey(2)))
                 ms = 1000 * timed(lambda: block(act(obs, jax.random.PRNGKey(3))), repeats)
                 base = ms if n == 1 or base is None else base
-                rows.append({"batch": batch, "N": n, "M": m, "ms_per_call": ms, "ms_per_action": ms / batch,
-                             "vs_N1": ms / base})
+                rows.append({"return_model": return_model, "batch": batch, "N": n, "M": m, "ms_per_call": ms,
+                             "ms_per_action": ms / batch, "vs_N1": ms / base})
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}),
                       flush=True)
     return rows
@@ -47,18 +51,23 @@ def main():
     parser.add_argument("--num-return-samples", default="1,8,32")
     parser.add_argument("--batch", default="1,10")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--return-models", default="flow", help="comma-separated: flow, mean, hl_gauss")
     parser.add_argument("--pause-pattern", default=None, help="SIGSTOP matching processes while measuring")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     with PausedJobs(args.pause_pattern):
-        rows = measure_latency(args.preset, [int(x) for x in args.num_candidates.split(",")],
-                               [int(x) for x in args.num_return_samples.split(",")],
-                               [int(b) for b in args.batch.split(",")], args.repeats)
-    print(f"\npreset {args.preset}, device {jax.devices()[0]}\n\n| batch | N | M | ms per call | ms per action | "
-          f"vs N=1 |\n|---|---|---|---|---|---|")
+        rows = [row for model in args.return_models.split(",")
+                for row in measure_latency(args.preset, [int(x) for x in args.num_candidates.split(",")],
+                                           [int(x) for x in args.num_return_samples.split(",")],
+                                           [int(b) for b in args.batch.split(",")], args.repeats, model)]
+    flow = {(r["batch"], r["N"], r["M"]): r["ms_per_call"] for r in rows if r["return_model"] == "flow"}
+    print(f"\npreset {args.preset}, device {jax.devices()[0]}\n\n| model | batch | N | M | ms per call | "
+          f"ms per action | vs N=1 | vs flow |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['N']} | {r['M']} | {r['ms_per_call']:.2f} | {r['ms_per_action']:.2f} | "
-              f"{r['vs_N1']:.1f}x |")
+        base = flow.get((r["batch"], r["N"], r["M"]))
+        versus = f"{r['ms_per_call'] / base:.2f}x" if base else "n/a"
+        print(f"| {r['return_model']} | {r['batch']} | {r['N']} | {r['M']} | {r['ms_per_call']:.2f} | "
+              f"{r['ms_per_action']:.2f} | {r['vs_N1']:.1f}x | {versus} |")
     if args.out:
         atomic_write_json(args.out, {"preset": args.preset, "device": str(jax.devices()[0]), "rows": rows})
 

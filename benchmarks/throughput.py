@@ -2,13 +2,16 @@
 buffers) against the plain loop of the field's reference code (one jitted call per update from Python),
 for EVOR, QC and FQL at the `cpu` and `paper` presets. EVOR is measured twice: with its default
 Monte-Carlo targets read from the cut-off table, and with the spec's every-row target integration
-(`evor-every-row`); the ratio is printed as `evor <preset> speedup vs every-row targets`. Also the
+(`evor-every-row`); the ratio is printed as `evor <preset> speedup vs every-row targets`. Any agent
+label works, the ablations' variants included (`evor-mean`, `evor-hlgauss`, `fql-mc`, ...: agents/__init__);
+each EVOR variant's updates/s is also printed as a ratio to `evor` measured in the same run. Also the
 FLOP/s achieved against the fp32 matmul peak measured in the same run (matmul FLOPs per update counted
 on the jaxpr with loop trip counts; XLA's cost analysis counts a loop body once and would undercount
 the flow integrations).
 
     python benchmarks/throughput.py --agents evor,evor-every-row,qc,fql --presets cpu,paper \
         [--pause-pattern "compare.py --cell"]
+    python benchmarks/throughput.py --agents evor,evor-mean,evor-hlgauss --presets cpu   # the return models
 """
 
 import argparse
@@ -17,6 +20,7 @@ import json
 import jax
 
 from _synthetic import PausedJobs, block, make_agent, matmul_flops, synthetic_dataset, timed
+from evor.agents import parse_label
 from evor.agents.common import one_update, plain_step_fn, table_refresh
 from evor.data.files import atomic_write_json
 
@@ -29,7 +33,7 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 / timed(lambda: block(f(a, a)), repeats) / 1e9
 
 
-# name -> (agent, agent config fields): what a row of the table measures
+# Rows that are not agent labels: name -> (agent, agent config fields)
 VARIANTS = {"evor-every-row": ("evor", {"cutoff_returns": "every_row"})}
 
 
@@ -46,7 +50,7 @@ def flops_per_update(agent, table, state, batch_size, refresh_every: int = 1) ->
 
 
 def measure(name, preset, dataset, steps: int):
-    agent_name, fields = VARIANTS.get(name, (name, {}))
+    agent_name, fields = VARIANTS[name] if name in VARIANTS else parse_label(name)
     agent, batch_size = make_agent(agent_name, preset, **fields)
     table = agent.make_table(dataset)
     key = jax.random.PRNGKey(1)
@@ -122,6 +126,10 @@ def main():
         if table and every_row:
             print(f"evor {preset} speedup vs every-row targets: "
                   f"{table['fused_updates_per_second'] / every_row['fused_updates_per_second']:.2f}x")
+        for (name, row_preset), row in by_name.items():
+            if table and row_preset == preset and name.startswith("evor-") and name != "evor-every-row":
+                print(f"{name} {preset} updates/s relative to evor: "
+                      f"{row['fused_updates_per_second'] / table['fused_updates_per_second']:.2f}x")
     if args.out:
         atomic_write_json(args.out, {"matmul_peak_gflops": peak, "device": str(jax.devices()[0]), "rows": rows})
 
