@@ -35,6 +35,26 @@ def test_grid_expansion_from_suites():
     assert Cell.from_json(cell.to_json()) == cell
 
 
+def test_every_shipped_suite_expands_into_cells_whose_configs_build():
+    # A typo in a suite file (an agent variant, an override) must fail here, not hours into a study.
+    from evor.agents import parse_label
+    from evor.bench import available_suites
+    from evor.train import make_config
+
+    assert {"ogbench-cpu", "ablation-return-models", "ablation-targets"} <= set(available_suites())
+    for name in available_suites():
+        cells = expand(load_suite(name), "out")
+        assert len({c.run_dir for c in cells}) == len(cells), name
+        for cell in {c.label: c for c in cells}.values():
+            agent_name, fields = parse_label(cell.label)
+            overrides = dict(cell.overrides)
+            config = make_config(cell.preset, task=cell.task, seed=cell.seed, agent_name=agent_name,
+                                 agent={**fields, **overrides.pop("agent", {})}, **overrides)
+            assert config.agent_name == agent_name
+    labels = {c.label for c in expand(load_suite("ablation-return-models"), "out")}
+    assert labels == {"evor", "evor-mean", "evor-hlgauss"}
+
+
 def test_bad_suites_are_reported(tmp_path):
     with pytest.raises(ConfigError, match="Unknown suite"):
         load_suite("nope")
