@@ -79,6 +79,7 @@ def tiny_run(tmp_path_factory):
     (["--inference", "turbo"], "Unknown inference preset 'turbo'"),
     (["--selection", "best"], "selection must be one of"),
     (["--integrator", "leapfrog"], "integrator must be one of"),
+    (["--tilt", "exact,approx"], "tilt must be one of"),
 ])
 def test_eval_rejects_invalid_inference_settings_before_running(tiny_run, args, message):
     code, _, err = run_cli("eval", str(tiny_run), *args)

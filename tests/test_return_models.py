@@ -86,6 +86,38 @@ def test_q_star_limits_of_every_return_model(return_model):
             np.testing.assert_allclose(q(tau), by_hand, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("return_model", ["mean", "hl_gauss"])
+def test_the_sampled_tilt_reads_a_model_from_m_samples_like_the_flow(return_model):
+    from evor.selection import soft_value
+
+    agent = EVOR(EVORConfig(hidden_dims=(16,), return_model=return_model, return_bins=11), 3, 2,
+                 ReturnScale(-1.0, 0.0))
+    state = agent.init(jax.random.PRNGKey(0))
+    obs, act = jax.random.normal(jax.random.PRNGKey(1), (4, 3)), jax.random.uniform(jax.random.PRNGKey(2), (4, 2))
+
+    def q(tilt, tau, m=8, key=4):
+        settings = InferenceSettings(num_return_samples=m, tau_q=tau, tilt=tilt)
+        return np.asarray(agent.q_star(state, obs, act, jax.random.PRNGKey(key), settings))
+
+    if return_model == "mean":  # a point mass: every readout is its value
+        for tau in (0.05, 1.0, float("inf")):
+            np.testing.assert_allclose(q("sampled", tau), q("exact", tau), rtol=1e-6)
+        return
+    # tau_Q = inf: the mean of many samples is the exact mean over the bins
+    np.testing.assert_allclose(q("sampled", float("inf"), m=8192), q("exact", float("inf")), atol=0.02)
+    # tau_Q = 0.05, M = 8: on average over draws, the flow's estimator applied to 8 of the model's own
+    # samples (drawn here independently), which is not the exact tilt (it reads only what it samples).
+    draws = 300
+    sampled = np.mean([q("sampled", 0.05, key=k) for k in range(draws)], axis=0)
+    params = state["target_return_flow"]
+    z = agent.sample_returns(params, jnp.repeat(obs[:, None], draws * 8, 1), jnp.repeat(act[:, None], draws * 8, 1),
+                             jax.random.PRNGKey(99), 1, "euler")[..., 0]  # (E, 4, draws * 8)
+    by_hand = np.asarray(soft_value(z.reshape(z.shape[:2] + (draws, 8)), 0.05)).mean(axis=(0, 2))
+    spread = np.asarray(soft_value(z.reshape(z.shape[:2] + (draws, 8)), 0.05)).std(axis=2).max()
+    np.testing.assert_allclose(sampled, by_hand, atol=5 * spread / np.sqrt(draws))
+    assert np.all(q("exact", 0.05) - by_hand > 5 * spread / np.sqrt(draws))  # the exact tilt reads higher
+
+
 def test_hl_gauss_targets_are_a_normalised_gaussian_over_the_bins():
     agent = EVOR(EVORConfig(hidden_dims=(8,), return_model="hl_gauss", return_bins=20, return_bin_sigma=0.75), 1, 1,
                  ReturnScale(-1.0, 0.0))

@@ -124,6 +124,9 @@ def _add_grid_arguments(parser, int_list, float_list, default_out: str):
                         help="comma-separated: base noise of Q*'s return samples, 'independent' (fresh per "
                              "candidate), 'common' (shared by the candidates) or 'stratified' (shared, one per "
                              "quantile stratum) (EVOR)")
+    parser.add_argument("--tilt", type=lambda text: text.split(","), default=None,
+                        help="comma-separated: how Q* reads a return model with an exact tilt (EVOR mean, "
+                             "hl_gauss): 'exact' (the default) or 'sampled' from M samples, as the flow is read")
     parser.add_argument("--inference", default=None,
                         help="a named inference preset as the base of every setting (EVOR: default, fast); "
                              "flags given with it override its fields")
@@ -210,7 +213,7 @@ def cmd_train(args):
 
 
 def _grid_from_args(args, run):
-    grids = {flag: getattr(args, flag) for flag in (*_GRID_FLAGS, "return_noise") if getattr(args, flag) is not None}
+    grids = {flag: getattr(args, flag) for flag in (*_GRID_FLAGS, "return_noise", "tilt") if getattr(args, flag) is not None}
     fixed = {k: v for k, v in dict(selection=args.selection, ensemble=args.ensemble, integrator=args.integrator,
                                    return_weights=args.return_weights).items() if v is not None}
     if args.episodes < 1:

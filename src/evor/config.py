@@ -181,6 +181,7 @@ FIELDS_ADDED_LATER = {
     ("evor", "agent", "cutoff_samples"): 4,
     ("evor", "agent", "cutoff_refresh_every"): 250,
     ("evor", "inference", "return_noise"): "independent",
+    ("evor", "inference", "tilt"): "exact",
     ("qc", "agent", "target_selection"): "target",  # QC chose its TD target's next chunk by the target critics
     ("evor", "agent", "return_model"): "flow",
     ("evor", "agent", "return_bins"): 101,

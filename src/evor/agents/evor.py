@@ -105,6 +105,7 @@ CUTOFF_RETURNS = ("table", "every_row")  # EVORConfig.cutoff_returns
 RETURN_WEIGHTS = {"online": "return_flow", "ema": "target_return_flow"}  # setting -> state entry
 # How Q*'s M return samples draw the return flow's base noise (InferenceSettings.return_noise).
 RETURN_NOISE = ("independent", "common", "stratified")
+TILTS = ("exact", "sampled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +139,11 @@ class InferenceSettings:
     # most. A softer tau_R restores it (common, tau_Q = 1, tau_R = 0.03: 63% on that task); independent
     # noise softens the choice at random, and there tau_R = 0.03 changes nothing (56%).
     return_noise: str = "independent"
+    # How Q* reads a return model that has an exact tilt ('mean', 'hl_gauss'): 'exact' computes
+    # tau_Q log E[exp(Z / tau_Q)] over the whole model (for a histogram, every bin, however little mass
+    # its softmax gives it); 'sampled' reads it from M samples through the same estimator the flow uses,
+    # so two models are compared with one readout. The flow always samples.
+    tilt: str = "exact"
 
     def validate(self) -> None:
         from evor.errors import ConfigError
@@ -159,6 +165,8 @@ class InferenceSettings:
             raise ConfigError(f"return_weights must be one of {RETURN_WEIGHTS}, got '{self.return_weights}'.")
         if self.return_noise not in RETURN_NOISE:
             raise ConfigError(f"return_noise must be one of {RETURN_NOISE}, got '{self.return_noise}'.")
+        if self.tilt not in TILTS:
+            raise ConfigError(f"tilt must be one of {TILTS}, got '{self.tilt}'.")
 
 
 # Named inference presets (`evor eval RUN --inference fast`, `Run.settings(preset="fast")`): fields over
@@ -375,10 +383,11 @@ class EVOR(Agent):
         """Q*(s, a) from M return samples per ensemble member, combined across members (unit scale).
 
         obs, actions: (..., dim). Returns (...,). Return models with an exact tilt ('mean', 'hl_gauss')
-        compute it without samples for tau_Q > 0; tau_Q = 0 (the largest of M samples) always samples.
+        compute it without samples for tau_Q > 0 unless settings.tilt is 'sampled'; tau_Q = 0 (the largest
+        of M samples) always samples.
         """
         params = state[RETURN_WEIGHTS[settings.return_weights]]
-        if self.return_model.exact_tilt and settings.tau_q > 0:
+        if self.return_model.exact_tilt and settings.tau_q > 0 and settings.tilt == "exact":
             q = self.return_model.tilted_value(params, obs, actions, settings.tau_q)  # (E, ...)
             return q.mean(axis=0) if settings.ensemble == "mean" else q.min(axis=0)
         samples_obs = jnp.broadcast_to(obs[..., None, :], obs.shape[:-1] + (settings.num_return_samples,
