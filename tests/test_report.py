@@ -134,6 +134,16 @@ def test_html_report_renders_in_headless_chromium_with_its_images(runs, tmp_path
     assert pixels.shape[0] == 2000 and pixels[..., :3].std() > 0.05  # not a blank page
 
 
+def test_a_group_with_unscored_seeds_says_how_many_are_scored(tmp_path):
+    # a study in progress: seed 1 is still training; its mean is over seed 0 alone, and the table says so
+    task = "cube-single-play-singletask-task1-v0"
+    _fake_run(tmp_path / "runs", task, "evor", 0, 0.4, [(1000, 0.4)])
+    _fake_run(tmp_path / "runs", task, "evor", 1, None, [(500, 0.1)])
+    summary = write_report([tmp_path / "runs"], tmp_path / "report")
+    assert summary["per_task"][0]["final_runs"] == 1
+    assert f"| {task} | evor | 0,1 (1 scored) | 40.0 ± 0.0 |" in (tmp_path / "report" / "report.md").read_text()
+
+
 def test_results_written_before_a_setting_existed_still_match():
     """Sweep keys and the report's matching leave out a later-added setting at its old behaviour, so older
     sweep.json entries are skipped on re-runs and still count; other settings are no points of the N curve."""

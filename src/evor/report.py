@@ -261,13 +261,19 @@ def sweep_table(records: list[RunRecord]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["task"], r["method"], cost(r), r["setting"]))
 
 
+def _seeds_cell(row: dict) -> str:
+    """The seeds of a task row, saying how many have a final score when some do not (yet)."""
+    seeds = ",".join(map(str, row["seeds"]))
+    return seeds if row["final_runs"] in (0, len(row["seeds"])) else f"{seeds} ({row['final_runs']} scored)"
+
+
 def _table_cells(task_rows, env_rows, sweep_rows=()):
     """(title, header, rows of cells) for each table, shared by markdown and HTML."""
     per_task = ("Per task: final checkpoint (success %)",
                 ["task", "method", "seeds", "final mean ± std", "final IQM [95% CI]",
                  "last three evaluations, mean ± std (published protocol)",
                  "best during training, mean ± std (optimistic)"],
-                [[r["task"], r["method"], ",".join(map(str, r["seeds"])),
+                [[r["task"], r["method"], _seeds_cell(r),
                   f"{_pct(r.get('final_mean'))} ± {_pct(r.get('final_std'))}" if "final_mean" in r else "—",
                   f"{_pct(r['final_iqm'])} [{_pct(r['final_ci95'][0])}, {_pct(r['final_ci95'][1])}]"
                   if "final_iqm" in r else "—",
