@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
@@ -42,6 +43,23 @@ def test_resumed_run_equals_the_uninterrupted_one(data_dir, tmp_path):
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
 
 
+def test_the_source_revision_names_the_commit_and_uncommitted_changes(tmp_path):
+    import subprocess
+
+    from evor.data.generate import source_revision
+
+    assert source_revision(tmp_path) == "not a git checkout"
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "a.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert source_revision(tmp_path) == commit
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert source_revision(tmp_path) == commit + "+dirty"
+
+
 def test_run_directory_records_config_versions_and_metrics(data_dir, tmp_path):
     train(_config(data_dir), tmp_path / "run", show_progress=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -53,6 +71,7 @@ def test_run_directory_records_config_versions_and_metrics(data_dir, tmp_path):
     assert set(config["inference"]) == {f.name for f in dataclasses.fields(InferenceSettings)}
     assert config["agent"]["hidden_dims"] == [32, 32] and config["inference"]["num_candidates"] == 4
     assert versions["versions"]["ogbench"] == "1.2.2" and versions["data_sidecar"]["train_episodes"] == 2
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|not a git checkout", versions["versions"]["evor_source"])
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "val_return_loss" in header and "steps_per_second" in header
 

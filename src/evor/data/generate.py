@@ -306,7 +306,27 @@ def library_versions() -> dict[str, str]:
     import platform
 
     out["python"] = platform.python_version()
+    out["evor_source"] = source_revision()
     return out
+
+
+def source_revision(source: Path | None = None) -> str:
+    """The git commit evor was imported from ('+dirty' when its source has uncommitted changes), or
+    'not a git checkout' (an installed wheel): results can then name the code that produced them.
+    `source` (default: this package's directory) is what is checked."""
+    import subprocess
+
+    source = source or Path(__file__).resolve().parents[1]  # src/evor
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode != 0:
+            return "not a git checkout"
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "--", "."],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not a git checkout"
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _ensure_writable(directory: Path):
