@@ -162,6 +162,29 @@ def test_sweep_records_costs_and_a_rerun_skips_finished_settings(tiny_run, tmp_p
     assert again[:4] == results and [r["settings"]["num_candidates"] for r in again[4:]] == [3, 3]
 
 
+def test_sweeps_writing_one_file_at_once_keep_each_others_results(tiny_run, tmp_path, monkeypatch):
+    import evor.sweep
+    from evor.data.files import atomic_write_json
+    from evor.sweep import load_results, sweep
+    from evor.train import load_run
+
+    run = load_run(tiny_run)
+    out = tmp_path / "sweep.json"
+
+    def evaluate(settings, episodes, seed, show_progress):
+        # another sweep of the same checkpoint finishes a setting while this one is evaluating
+        others = load_results(out)
+        atomic_write_json(out, {"results": others + [{"key": f"other-{len(others)}", "success_rate": 0.5}]})
+        return {"success_rate": 1.0, "return_mean": 0.0, "seconds": 0.0}
+
+    monkeypatch.setattr(run, "evaluate", evaluate)
+    monkeypatch.setattr(evor.sweep, "single_action_ms", lambda *args, **kwargs: 1.0)
+    sweep(run, {"num_candidates": [1, 2]}, {}, 1, 0, out, show_progress=False)
+    results = load_results(out)
+    assert [r["key"] for r in results if r["key"].startswith("other")] == ["other-0", "other-2"]
+    assert [r["success_rate"] for r in results] == [0.5, 1.0, 0.5, 1.0]  # its own two results, in between
+
+
 def test_sweep_rejects_a_damaged_results_file(tiny_run, tmp_path):
     (tmp_path / "sweep.json").write_text("{not json")
     code, _, err = run_cli("sweep", str(tiny_run), "--episodes", "1", "--out", str(tmp_path / "sweep.json"))

@@ -5,11 +5,15 @@ setting the sweep records success, return, and two costs: the policy's milliseco
 inside the (batched) evaluation, and the latency of one action for one observation, measured on its
 own. Results are written after every setting (atomically), and a re-run skips settings already done
 with the same episodes, seed and checkpoint step, so an interrupted sweep continues where it stopped.
+Sweeps of one checkpoint may run at the same time into the same file: each result is merged into what
+the file holds when it is written (under a lock), so no process overwrites another's results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import itertools
 import json
 import time
@@ -82,11 +86,24 @@ def sweep(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, ou
         result["key"] = key
         result["seed"] = seed
         result["single_action_ms"] = single_action_ms(run, settings, latency_repeats)
-        results.append(result)
         done.add(key)
         print(f"[{index + 1}/{len(todo)}] {label}: success {result['success_rate']:.3f}  "
               f"return {result['return_mean']:.1f}  {result['single_action_ms']:.2f} ms/action  "
               f"({result['seconds']:.0f}s)", flush=True)
-        atomic_write_json(out, {"run_dir": str(run.run_dir), "task": run.config.task, "agent": run.config.agent_name,
-                                "step": run.step, "results": results})
-    return results
+        with _locked(out):  # another sweep may have added results since this one read the file
+            results = [r for r in load_results(out) if r.get("key") != key] + [result]
+            atomic_write_json(out, {"run_dir": str(run.run_dir), "task": run.config.task,
+                                    "agent": run.config.agent_name, "step": run.step, "results": results})
+    return load_results(out) if out.exists() else results
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """An exclusive lock on .OUT.lock for a read-merge-write of OUT (released when the process dies)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
