@@ -155,10 +155,11 @@ def test_results_written_before_a_setting_existed_still_match():
 
     settings = InferenceSettings()
     older = dataclasses.asdict(settings)
-    del older["return_noise"]  # what sweep.json held before return_noise existed
+    del older["return_noise"], older["tilt"]  # what sweep.json held before return_noise and tilt existed
     assert setting_key(settings, 50, 0, 100) == json.dumps({"settings": older, "episodes": 50, "seed": 0, "step": 100},
                                                            sort_keys=True)
     assert setting_key(dataclasses.replace(settings, return_noise="common"), 50, 0, 100) != setting_key(settings, 50, 0, 100)
+    assert setting_key(dataclasses.replace(settings, tilt="sampled"), 50, 0, 100) != setting_key(settings, 50, 0, 100)
     defaults = dataclasses.asdict(settings)
     assert _only_candidates_differ(dict(older, num_candidates=4), defaults)
     assert not _only_candidates_differ(dict(older, num_candidates=4, num_return_samples=2), defaults)
