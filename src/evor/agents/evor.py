@@ -32,7 +32,7 @@ from evor.agents.common import BehaviourFlow, adam_step, polyak
 from evor.agents.return_models import RETURN_MODELS, make_return_model
 from evor.data.sampler import chunk_table, sample_batch, sample_chunks, transition_table
 from evor.flows import INTEGRATORS
-from evor.selection import SELECTION_RULES, select, soft_value
+from evor.selection import SELECTION_RULES, select_rows, soft_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,7 +411,7 @@ class EVOR(Agent):
             return candidates[:, 0]
         q = self.q_star(state, obs_n, candidates, value_key, settings)  # (B, N)
         keys = jax.random.split(select_key, obs.shape[0])
-        index = jax.vmap(lambda k, qi: select(k, qi, settings.tau_r, settings.selection))(keys, q)
+        index = select_rows(keys, q, settings.tau_r, settings.selection)
         return jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
 
 
