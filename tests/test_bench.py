@@ -70,10 +70,21 @@ def _final_params(run_dir):
     return [np.asarray(x) for x in jax.tree.leaves(load_run(run_dir).state)]
 
 
-def test_tiny_grid_runs_skips_finished_cells_and_resumes_partial_ones(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def local_grid(tmp_path_factory):
+    """The tiny grid run once on the local backend, shared by the resume test and the Ray comparison (each
+    cell is a fresh process that compiles its agent: running the grid twice cost CI a minute or more). The
+    final parameters are read here, before the resume test deletes and re-creates a checkpoint."""
+    tmp_path = tmp_path_factory.mktemp("grid")
     suite = _suite_file(tmp_path)
     out = tmp_path / "local"
     summary = bench(suite, str(out), backend="local", jobs=2)
+    params = [_final_params(cell["run_dir"]) for cell in summary["cells"]]
+    return suite, out, summary, params
+
+
+def test_tiny_grid_runs_skips_finished_cells_and_resumes_partial_ones(local_grid, capsys):
+    suite, out, summary, _ = local_grid
     assert [(c["agent"], c["seed"]) for c in summary["cells"]] == [("evor", 0), ("ifql", 0)]
     assert (out / "report" / "report.html").exists() and (out / "bench.json").exists()
     # Everything finished: a re-run starts nothing.
@@ -94,20 +105,20 @@ def test_tiny_grid_runs_skips_finished_cells_and_resumes_partial_ones(tmp_path, 
         np.testing.assert_array_equal(a, b)
 
 
-def test_ray_backend_gives_the_local_results(tmp_path):
+def test_ray_backend_gives_the_local_results(local_grid, tmp_path):
     pytest.importorskip("ray", reason="Ray not installed (pip install 'evor[ray]'); the ray backend is untested here")
     import ray
 
-    suite = _suite_file(tmp_path)
-    local = bench(suite, str(tmp_path / "local"), backend="local", jobs=2)
+    suite, _, local, local_params = local_grid
     try:
         remote = bench(suite, str(tmp_path / "ray"), backend="ray")
     finally:
         ray.shutdown()
-    for a, b in zip(local["cells"], remote["cells"]):
+    assert len(remote["cells"]) == len(local["cells"]) == 2
+    for a, b, params in zip(local["cells"], remote["cells"], local_params):
         assert (a["agent"], a["seed"]) == (b["agent"], b["seed"])
         assert a["per_episode_success"] == b["per_episode_success"]
-        for x, y in zip(_final_params(a["run_dir"]), _final_params(b["run_dir"])):
+        for x, y in zip(params, _final_params(b["run_dir"])):
             np.testing.assert_array_equal(x, y)
 
 
