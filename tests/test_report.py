@@ -108,6 +108,30 @@ def test_report_tables_match_hand_computed_values(runs, tmp_path):
                                        "diagnostics.png"}
 
 
+def test_differences_and_the_papers_numbers_sit_beside_ours(runs, tmp_path):
+    root, finals = runs
+    task1 = "cube-single-play-singletask-task1-v0"
+    _fake_run(root, task1, "fql", 0, 0.6, [(1000, 0.6)])  # FQL ran one seed of task 1 only
+    summary = write_report([root], tmp_path / "report")
+    rows = {(r["environment"], r["method"]): r for r in summary["differences"]}
+    # evor - qc5 on both tasks: qc scored half of evor everywhere, so the difference is half evor's mean
+    qc = rows[("cube-single-play", "qc5")]
+    everything = finals[task1] + finals["cube-single-play-singletask-task2-v0"]
+    assert qc["tasks"] == 2 and qc["difference"] == pytest.approx(np.mean(everything) / 2)
+    assert qc["difference_ci95"][0] <= qc["difference"] <= qc["difference_ci95"][1]
+    # evor - fql only on the task FQL ran; its one seed is fixed, so the interval is evor's resampling alone
+    fql = rows[("all", "fql")]
+    assert fql["tasks"] == 1 and fql["method_runs"] == 1
+    assert fql["difference"] == pytest.approx(np.mean(finals[task1]) - 0.6)
+    assert fql["difference_ci95"][0] == pytest.approx(0.5 - 0.6) and fql["difference_ci95"][1] == pytest.approx(0.9 - 0.6)
+    # the FQL paper's 97% on cube-single task 1 is shown beside ours; qc5 has no published per-task number
+    assert summary["beside_papers"] == [{"task": task1, "method": "fql", "seeds": [0], "final_mean": 0.6,
+                                         "last_three_mean": None, "paper": 0.97}]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| all | evor − fql | 1 | 3 / 1 | +10.0 |" in markdown
+    assert f"| {task1} | fql | 0 | 60.0 | — | 97.0 |" in markdown
+
+
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):

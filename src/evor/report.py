@@ -215,6 +215,57 @@ def environment_table(records: list[RunRecord]) -> list[dict]:
     return rows
 
 
+REFERENCE_METHOD = "evor"
+
+
+def difference_table(records: list[RunRecord], reference: str = REFERENCE_METHOD) -> list[dict]:
+    """The reference method's mean final success minus each other method's, per environment and over all
+    of them, on the tasks where both have final scores; the 95% interval resamples each method's seeds
+    within each task (bootstrap_difference)."""
+    finals: dict = {}
+    for r in records:
+        if r.final is not None:
+            finals.setdefault((r.environment, r.task, r.method), []).append(r.final)
+    methods = sorted({m for _, _, m in finals} - {reference})
+    environments = sorted({e for e, _, _ in finals})
+    rows = []
+    for method in methods:
+        for environment in environments + ["all"]:
+            tasks = sorted({t for e, t, m in finals if m == method and environment in (e, "all")
+                            and (e, t, reference) in finals})
+            if not tasks:
+                continue
+            env_of = {t: e for e, t, _ in finals}
+            ours = [finals[(env_of[t], t, reference)] for t in tasks]
+            theirs = [finals[(env_of[t], t, method)] for t in tasks]
+            low, high = bootstrap_difference(ours, theirs)
+            rows.append({"environment": environment, "reference": reference, "method": method, "tasks": len(tasks),
+                         "reference_runs": sum(map(len, ours)), "method_runs": sum(map(len, theirs)),
+                         "difference": float(np.concatenate(ours).mean() - np.concatenate(theirs).mean()),
+                         "difference_ci95": [low, high]})
+    return rows
+
+
+def paper_results() -> dict:
+    """Published per-task success (%) of the baselines (evor/paper_results.json) and its protocol."""
+    from importlib import resources
+
+    return json.loads(resources.files("evor").joinpath("paper_results.json").read_text())
+
+
+def paper_table(task_rows: list[dict]) -> list[dict]:
+    """Our per-task scores beside the published ones for the same task and method, where a paper has them."""
+    published = paper_results()["results"]
+    rows = []
+    for row in task_rows:
+        paper = published.get(row["task"], {}).get(row["method"])
+        if paper is not None:
+            rows.append({"task": row["task"], "method": row["method"], "seeds": row["seeds"],
+                         "final_mean": row.get("final_mean"), "last_three_mean": row.get("published_mean"),
+                         "paper": paper / 100})
+    return rows
+
+
 def _group(records, key) -> dict:
     groups: dict = {}
     for record in records:
@@ -267,7 +318,7 @@ def _seeds_cell(row: dict) -> str:
     return seeds if row["final_runs"] in (0, len(row["seeds"])) else f"{seeds} ({row['final_runs']} scored)"
 
 
-def _table_cells(task_rows, env_rows, sweep_rows=()):
+def _table_cells(task_rows, env_rows, sweep_rows=(), difference_rows=(), paper_rows=()):
     """(title, header, rows of cells) for each table, shared by markdown and HTML."""
     per_task = ("Per task: final checkpoint (success %)",
                 ["task", "method", "seeds", "final mean ± std", "final IQM [95% CI]",
@@ -286,6 +337,21 @@ def _table_cells(task_rows, env_rows, sweep_rows=()):
                  f"{_pct(r['final_iqm'])} [{_pct(r['final_ci95'][0])}, {_pct(r['final_ci95'][1])}]",
                  f"{_pct(r['final_mean'])} ± {_pct(r['final_std'])}"] for r in env_rows])
     tables = [per_task, per_env]
+    if difference_rows:
+        tables.append(("Differences: mean final success of the reference minus the method, on the tasks both ran "
+                       "(percentage points; 95% bootstrap interval, seeds resampled within each task)",
+                       ["environment", "reference − method", "tasks", "runs (reference / method)", "difference",
+                        "95% CI"],
+                       [[r["environment"], f"{r['reference']} − {r['method']}", str(r["tasks"]),
+                         f"{r['reference_runs']} / {r['method_runs']}", f"{100 * r['difference']:+.1f}",
+                         f"[{100 * r['difference_ci95'][0]:+.1f}, {100 * r['difference_ci95'][1]:+.1f}]"]
+                        for r in difference_rows]))
+    if paper_rows:
+        tables.append((f"Beside the papers (success %). Theirs: {paper_results()['source']}. Ours: this study's "
+                       "budget, often far smaller, so compare orders rather than levels",
+                       ["task", "method", "seeds", "ours: final mean", "ours: last three", "paper"],
+                       [[r["task"], r["method"], ",".join(map(str, r["seeds"])), _pct(r["final_mean"]),
+                         _pct(r["last_three_mean"]), _pct(r["paper"])] for r in paper_rows]))
     if sweep_rows:
         def ms(value):
             return "—" if value is None else f"{value:.2f}"
@@ -408,7 +474,8 @@ def write_report(paths, out_dir) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     task_rows, env_rows, sweep_rows = task_table(records), environment_table(records), sweep_table(records)
-    tables = _table_cells(task_rows, env_rows, sweep_rows)
+    difference_rows, paper_rows = difference_table(records), paper_table(task_rows)
+    tables = _table_cells(task_rows, env_rows, sweep_rows, difference_rows, paper_rows)
     figures = _figures(records)
     for name, (_, png) in figures.items():
         with atomic_path(out_dir / name) as tmp:
@@ -440,6 +507,7 @@ def write_report(paths, out_dir) -> dict:
     page.append(_LOAD_CHECK + "</body></html>")
     atomic_write_text(out_dir / "report.html", "\n".join(page))
     summary = {"runs": [str(r.path) for r in records], "per_task": task_rows, "per_environment": env_rows,
-               "sweeps": sweep_rows, "figures": list(figures)}
+               "sweeps": sweep_rows, "differences": difference_rows, "beside_papers": paper_rows,
+               "figures": list(figures)}
     atomic_write_json(out_dir / "report.json", summary)
     return summary
