@@ -96,7 +96,8 @@ def test_batched_selection_matches_per_row_selection_with_one_host_callback():
     q = jax.random.normal(jax.random.PRNGKey(1), (64, 8)).at[3, 2].set(jnp.nan)
     keys = jax.random.split(jax.random.PRNGKey(2), 64)
     for rule, tau in (("rejection", 1e-3), ("rejection", 0.0), ("softmax", 0.3)):
-        per_row = jax.vmap(lambda k, qi: select(k, qi, tau, rule))(keys, q)
+        with pytest.warns(RuntimeWarning, match="not finite"):
+            per_row = jax.block_until_ready(jax.vmap(lambda k, qi: select(k, qi, tau, rule))(keys, q))
         with pytest.warns(RuntimeWarning, match="not finite"):
             batched = jax.block_until_ready(select_rows(keys, q, tau, rule))
         np.testing.assert_array_equal(np.asarray(batched), np.asarray(per_row))
