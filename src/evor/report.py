@@ -191,9 +191,8 @@ def task_table(records: list[RunRecord]) -> list[dict]:
             row.update(published_mean=float(np.mean(published)), published_std=float(np.std(published)),
                        published_runs=len(published))
         if finals:
-            low, high = stratified_bootstrap([finals])
             row.update(final_mean=float(np.mean(finals)), final_std=float(np.std(finals)), final_iqm=iqm(finals),
-                       final_ci95=[low, high])
+                       final_ci95=_interval([finals], stratified_bootstrap))
         if best:
             row.update(best_mean=float(np.mean(best)), best_std=float(np.std(best)))
         rows.append(row)
@@ -208,14 +207,22 @@ def environment_table(records: list[RunRecord]) -> list[dict]:
         if not strata:
             continue
         pooled = np.concatenate(strata)
-        low, high = stratified_bootstrap(strata)
         rows.append({"environment": environment, "method": method, "tasks": len(strata), "runs": int(pooled.size),
-                     "final_iqm": iqm(pooled), "final_ci95": [low, high], "final_mean": float(pooled.mean()),
+                     "final_iqm": iqm(pooled), "final_ci95": _interval(strata, stratified_bootstrap),
+                     "final_mean": float(pooled.mean()),
                      "final_std": float(pooled.std())})
     return rows
 
 
 REFERENCE_METHOD = "evor"
+
+
+def _interval(strata: list, bootstrap) -> list[float] | None:
+    """bootstrap(strata) as [low, high], or None when a task has a single seed: resampling one score always
+    returns it, so the interval would show no seed-to-seed spread at all and read as certainty."""
+    if min(len(s) for s in strata) < 2:
+        return None
+    return list(bootstrap(strata))
 
 
 def difference_table(records: list[RunRecord], reference: str = REFERENCE_METHOD) -> list[dict]:
@@ -238,11 +245,10 @@ def difference_table(records: list[RunRecord], reference: str = REFERENCE_METHOD
             env_of = {t: e for e, t, _ in finals}
             ours = [finals[(env_of[t], t, reference)] for t in tasks]
             theirs = [finals[(env_of[t], t, method)] for t in tasks]
-            low, high = bootstrap_difference(ours, theirs)
             rows.append({"environment": environment, "reference": reference, "method": method, "tasks": len(tasks),
                          "reference_runs": sum(map(len, ours)), "method_runs": sum(map(len, theirs)),
                          "difference": float(np.concatenate(ours).mean() - np.concatenate(theirs).mean()),
-                         "difference_ci95": [low, high]})
+                         "difference_ci95": _interval(ours + theirs, lambda _: bootstrap_difference(ours, theirs))})
     return rows
 
 
@@ -318,6 +324,10 @@ def _seeds_cell(row: dict) -> str:
     return seeds if row["final_runs"] in (0, len(row["seeds"])) else f"{seeds} ({row['final_runs']} scored)"
 
 
+def _estimate_cell(value, interval) -> str:
+    return f"{_pct(value)} [{_pct(interval[0])}, {_pct(interval[1])}]" if interval else f"{_pct(value)} [— one seed]"
+
+
 def _table_cells(task_rows, env_rows, sweep_rows=(), difference_rows=(), paper_rows=()):
     """(title, header, rows of cells) for each table, shared by markdown and HTML."""
     per_task = ("Per task: final checkpoint (success %)",
@@ -326,15 +336,14 @@ def _table_cells(task_rows, env_rows, sweep_rows=(), difference_rows=(), paper_r
                  "best during training, mean ± std (optimistic)"],
                 [[r["task"], r["method"], _seeds_cell(r),
                   f"{_pct(r.get('final_mean'))} ± {_pct(r.get('final_std'))}" if "final_mean" in r else "—",
-                  f"{_pct(r['final_iqm'])} [{_pct(r['final_ci95'][0])}, {_pct(r['final_ci95'][1])}]"
-                  if "final_iqm" in r else "—",
+                  _estimate_cell(r["final_iqm"], r["final_ci95"]) if "final_iqm" in r else "—",
                   f"{_pct(r['published_mean'])} ± {_pct(r['published_std'])}" if "published_mean" in r else "—",
                   f"{_pct(r.get('best_mean'))} ± {_pct(r.get('best_std'))}" if "best_mean" in r else "—"]
                  for r in task_rows])
     per_env = ("Per environment: final checkpoint over tasks and seeds (success %)",
                ["environment", "method", "tasks", "runs", "IQM [95% stratified bootstrap CI]", "mean ± std"],
                [[r["environment"], r["method"], str(r["tasks"]), str(r["runs"]),
-                 f"{_pct(r['final_iqm'])} [{_pct(r['final_ci95'][0])}, {_pct(r['final_ci95'][1])}]",
+                 _estimate_cell(r["final_iqm"], r["final_ci95"]),
                  f"{_pct(r['final_mean'])} ± {_pct(r['final_std'])}"] for r in env_rows])
     tables = [per_task, per_env]
     if difference_rows:
@@ -344,7 +353,8 @@ def _table_cells(task_rows, env_rows, sweep_rows=(), difference_rows=(), paper_r
                         "95% CI"],
                        [[r["environment"], f"{r['reference']} − {r['method']}", str(r["tasks"]),
                          f"{r['reference_runs']} / {r['method_runs']}", f"{100 * r['difference']:+.1f}",
-                         f"[{100 * r['difference_ci95'][0]:+.1f}, {100 * r['difference_ci95'][1]:+.1f}]"]
+                         f"[{100 * r['difference_ci95'][0]:+.1f}, {100 * r['difference_ci95'][1]:+.1f}]"
+                         if r["difference_ci95"] else "— (a task has one seed)"]
                         for r in difference_rows]))
     if paper_rows:
         tables.append((f"Beside the papers (success %). Theirs: {paper_results()['source']}. Ours: this study's "
