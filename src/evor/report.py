@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import html
 import io
 import json
@@ -235,6 +236,7 @@ def difference_table(records: list[RunRecord], reference: str = REFERENCE_METHOD
             finals.setdefault((r.environment, r.task, r.method), []).append(r.final)
     methods = sorted({m for _, _, m in finals} - {reference})
     environments = sorted({e for e, _, _ in finals})
+    env_of = {t: e for e, t, _ in finals}
     rows = []
     for method in methods:
         for environment in environments + ["all"]:
@@ -242,7 +244,6 @@ def difference_table(records: list[RunRecord], reference: str = REFERENCE_METHOD
                             and (e, t, reference) in finals})
             if not tasks:
                 continue
-            env_of = {t: e for e, t, _ in finals}
             ours = [finals[(env_of[t], t, reference)] for t in tasks]
             theirs = [finals[(env_of[t], t, method)] for t in tasks]
             rows.append({"environment": environment, "reference": reference, "method": method, "tasks": len(tasks),
@@ -252,6 +253,7 @@ def difference_table(records: list[RunRecord], reference: str = REFERENCE_METHOD
     return rows
 
 
+@functools.cache
 def paper_results() -> dict:
     """Published per-task success (%) of the baselines (evor/paper_results.json) and its protocol."""
     from importlib import resources
