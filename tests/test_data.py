@@ -197,7 +197,61 @@ def test_interrupted_generation_subprocess_leaves_nothing_behind(tmp_path, delay
     # run-a-string entry points during start-up, even though evor handled it. A shell reports 130 for both.
     assert proc.returncode in (130, -signal.SIGINT), err
     assert b"Traceback" not in err and b"evor: interrupted" in err, err
-    assert [p.name for p in tmp_path.iterdir()] == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []  # no final file
+    partial = tmp_path / ".cube-single-play-v0.partial"
+    if partial.exists():  # interrupted after some episodes: they are kept, whole, for the next call
+        kept = sorted(p.name for p in partial.iterdir())
+        assert kept[-1] == "request.json" and all(k.startswith("shard-") and k.endswith(".npz") for k in kept[:-1])
+        assert b"the same command resumes" in err, err
+
+
+_RECORD_EPISODE = generate_module._EpisodeRunner.run
+
+
+def _interrupt_after(monkeypatch, episodes):
+    """Make the episode runner raise Ctrl-C once it has recorded `episodes` episodes; return its call count."""
+    calls = {"n": 0}
+    run = _RECORD_EPISODE
+
+    def counted(self, seed):
+        if calls["n"] == episodes:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return run(self, seed)
+
+    monkeypatch.setattr(generate_module._EpisodeRunner, "run", counted)
+    return calls
+
+
+def test_interrupted_generation_resumes_to_byte_identical_files(tmp_path, monkeypatch):
+    name, options = "pointmaze-medium-navigate-v0", dict(episodes=4, workers=1, seed=3, show_progress=False)
+    whole = generate_dataset(name, out_dir=tmp_path / "whole", **options)
+    monkeypatch.setattr(generate_module, "SHARD_EPISODES", 2)
+    _interrupt_after(monkeypatch, 3)  # one full shard of 2, and 1 pending episode flushed on the interrupt
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(name, out_dir=tmp_path / "resumed", **options)
+    partial = tmp_path / "resumed" / f".{name}.partial"
+    assert sorted(p.name for p in partial.iterdir()) == ["request.json", "shard-00000.npz", "shard-00001.npz"]
+    assert not (tmp_path / "resumed" / f"{name}.npz").exists()
+
+    calls = _interrupt_after(monkeypatch, 100)
+    resumed = generate_dataset(name, out_dir=tmp_path / "resumed", **options)
+    assert calls["n"] == 2  # 5 episodes (4 train, 1 val), 3 of them saved: only the other 2 ran again
+    for split in ("train", "val"):
+        assert _digest(resumed[split]) == _digest(whole[split])
+    assert json.loads(resumed["sidecar"].read_text())["resumed_episodes"] == 3
+    assert not partial.exists()
+
+
+def test_a_partial_run_with_other_options_is_refused_and_kept(tmp_path, monkeypatch):
+    name = "pointmaze-medium-navigate-v0"
+    monkeypatch.setattr(generate_module, "SHARD_EPISODES", 1)
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(name, out_dir=tmp_path, episodes=2, workers=1, seed=0, show_progress=False)
+    with pytest.raises(DataError, match=r"other options \(seed 0 there, 1 now\)"):
+        generate_dataset(name, out_dir=tmp_path, episodes=2, workers=1, seed=1, show_progress=False)
+    assert (tmp_path / f".{name}.partial" / "shard-00000.npz").exists()
 
 
 # --------------------------------------------------------------------------- a user's own data

@@ -5,7 +5,10 @@ ours. What we add:
 - every episode draws from its own random streams, seeded from (seed, episode index), so the files are
   byte-identical whatever the number of worker processes;
 - arrays are preallocated at their final size (every episode records exactly `episode_steps` steps);
-- files are written to a temporary name and renamed, so an interrupted run leaves no final file.
+- files are written to a temporary name and renamed, so an interrupted run leaves no final file;
+- finished episodes are saved every `SHARD_EPISODES` episodes in a hidden `.NAME.partial/` directory
+  beside the output, so an interrupted or killed run loses at most one shard's work: the same command
+  resumes it, and the files come out byte-identical to an uninterrupted run's.
 
 File layout (as OGBench's own files): `observations`, `actions`, `terminals` (1 at the last recorded
 step of each episode), `qpos`, `qvel`, and `button_states` for environments with buttons.
@@ -13,8 +16,11 @@ step of each episode), `qpos`, `qvel`, and `button_states` for environments with
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from evor.errors import DataError
 from evor.progress import progress_bar
 
 GENERATOR_VERSION = "1"
+SHARD_EPISODES = 20  # episodes per saved shard of a partial run: a kill loses at most this many
 
 
 # --------------------------------------------------------------------------- episode rollouts
@@ -238,10 +245,11 @@ def generate_dataset(
     out_dir = Path(out_dir).expanduser() if out_dir is not None else default_data_dir()
     _ensure_writable(out_dir)
 
-    jobs = [(i, episode_seed(seed, i)) for i in range(num_episodes)]
     steps = recipe.episode_steps
+    request = {"dataset": dataset_name, "seed": seed, "train_episodes": num_train, "val_episodes": num_val,
+               "generator_version": GENERATOR_VERSION}
+    partial = _PartialRun(out_dir / f".{dataset_name}.partial", request)
     arrays: dict[str, np.ndarray] | None = None
-    started = time.time()
 
     def place(index: int, record: dict[str, np.ndarray]):
         nonlocal arrays
@@ -250,20 +258,40 @@ def generate_dataset(
         for key, value in record.items():
             arrays[key][index * steps:(index + 1) * steps] = value
 
-    with progress_bar(total=num_episodes * steps, desc=f"generate {dataset_name}", unit="step",
-                      disable=not show_progress) as bar:
-        if workers == 1:
-            runner = _EpisodeRunner(recipe)
-            for index, ep_seed in jobs:
-                place(index, runner.run(ep_seed))
-                bar.update(steps)
-        else:
-            context = mp.get_context("spawn")  # no inherited MuJoCo/JAX state in the workers
-            with context.Pool(workers, initializer=_worker_init, initargs=(recipe,)) as pool:
-                for index, record in pool.imap_unordered(_worker_episode, jobs, chunksize=1):
-                    place(index, record)
-                    bar.update(steps)
-    elapsed = time.time() - started
+    for index, record in partial.saved_episodes():
+        place(index, record)
+    done = set(partial.saved_indices)
+    jobs = [(i, episode_seed(seed, i)) for i in range(num_episodes) if i not in done]
+    if done and show_progress:
+        print(f"resuming {dataset_name}: {len(done)} of {num_episodes} episodes already saved in {partial.directory}",
+              file=sys.stderr)
+    started = time.time()
+
+    def finished(index: int, record: dict[str, np.ndarray]):
+        place(index, record)
+        partial.add(index, record, seconds=time.time() - started)
+        bar.update(steps)
+
+    with progress_bar(total=num_episodes * steps, initial=len(done) * steps, desc=f"generate {dataset_name}",
+                      unit="step", disable=not show_progress) as bar:
+        try:
+            if workers == 1:
+                runner = _EpisodeRunner(recipe) if jobs else None
+                for index, ep_seed in jobs:
+                    finished(index, runner.run(ep_seed))
+            elif jobs:
+                context = mp.get_context("spawn")  # no inherited MuJoCo/JAX state in the workers
+                with context.Pool(workers, initializer=_worker_init, initargs=(recipe,)) as pool:
+                    for index, record in pool.imap_unordered(_worker_episode, jobs, chunksize=1):
+                        finished(index, record)
+        except BaseException:
+            partial.flush(seconds=time.time() - started)  # keep every finished episode for the next call
+            if partial.saved_indices:
+                print(f"evor: {len(partial.saved_indices)} of {num_episodes} episodes of {dataset_name} are saved "
+                      f"in {partial.directory}; the same command resumes from there.", file=sys.stderr)
+            raise
+    # Pending episodes are not flushed here: the final files are written next, and then the shards go.
+    elapsed = partial.seconds_before + (time.time() - started)
 
     split = num_train * steps
     train = {k: v[:split] for k, v in arrays.items()}
@@ -288,10 +316,81 @@ def generate_dataset(
         "recipe": {"env_name": recipe.env_name, "family": recipe.family, "noise": recipe.noise,
                    "noise_smoothing": recipe.noise_smoothing if recipe.family != "pointmaze" else None},
         "workers": workers,
-        "seconds": round(elapsed, 2),
+        "seconds": round(elapsed, 2),  # over every call that worked on it, when it was resumed
+        "resumed_episodes": len(done),
         "versions": library_versions(),
     })
+    partial.remove()
     return paths
+
+
+class _PartialRun:
+    """The finished episodes of a generation that has not written its files yet.
+
+    A directory with `request.json` (what is being generated, and the seconds spent so far) and shards
+    `shard-XXXXX.npz`, each holding whole episodes and their indices. Shards are written atomically
+    before the request's seconds are updated, so a kill at any point leaves a readable directory. Only
+    evor writes these files and they are read with `allow_pickle=False`.
+    """
+
+    def __init__(self, directory: Path, request: dict):
+        self.directory, self.request = directory, request
+        self.pending: list[tuple[int, dict[str, np.ndarray]]] = []
+        self.saved_indices: set[int] = set()
+        self.seconds_before = 0.0
+        self.seconds = 0.0
+        self.shards: list[Path] = []
+        manifest = directory / "request.json"
+        if not manifest.exists():
+            return
+        try:
+            saved = json.loads(manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"'{manifest}' is unreadable ({exc}); delete '{directory}' to start over.") from None
+        asked = {k: saved.get(k) for k in request}
+        if asked != request:
+            differs = ", ".join(f"{k} {asked[k]} there, {request[k]} now" for k in request if asked[k] != request[k])
+            raise DataError(f"'{directory}' holds a partial generation with other options ({differs}). Rerun with "
+                            "its options to resume it, or delete the directory to start over.")
+        self.seconds_before = self.seconds = float(saved.get("seconds", 0.0))
+        self.shards = sorted(directory.glob("shard-*.npz"))
+
+    def saved_episodes(self):
+        """Yield (episode index, record) for every episode in the saved shards."""
+        for shard in self.shards:
+            try:
+                with np.load(shard, allow_pickle=False) as f:
+                    indices = f["episode_index"]
+                    columns = {k: f[k] for k in f.files if k != "episode_index"}
+            except (OSError, ValueError, KeyError) as exc:
+                raise DataError(f"'{shard}' is unreadable ({exc}); delete '{self.directory}' to start over.") from None
+            steps = len(next(iter(columns.values()))) // max(len(indices), 1)
+            for j, index in enumerate(indices.tolist()):
+                self.saved_indices.add(index)
+                yield index, {k: v[j * steps:(j + 1) * steps] for k, v in columns.items()}
+
+    def add(self, index: int, record: dict[str, np.ndarray], seconds: float):
+        self.pending.append((index, record))
+        if len(self.pending) >= SHARD_EPISODES:
+            self.flush(seconds)
+
+    def flush(self, seconds: float):
+        self.seconds = self.seconds_before + seconds
+        if not self.pending:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        indices = [index for index, _ in self.pending]
+        shard = {k: np.concatenate([record[k] for _, record in self.pending]) for k in self.pending[0][1]}
+        shard["episode_index"] = np.asarray(indices, np.int64)
+        path = self.directory / f"shard-{len(self.shards):05d}.npz"
+        atomic_write_npz(path, shard)
+        self.shards.append(path)
+        self.saved_indices.update(indices)
+        self.pending = []
+        atomic_write_json(self.directory / "request.json", {**self.request, "seconds": round(self.seconds, 2)})
+
+    def remove(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def library_versions() -> dict[str, str]:
