@@ -196,6 +196,26 @@ def test_results_written_before_a_setting_existed_still_match():
     assert not _only_candidates_differ(older, dict(defaults, return_noise="stratified"))
 
 
+def test_runs_of_one_label_trained_differently_are_separate_methods(tmp_path):
+    # FQL's alpha comes from its task's family (300 for cube); a run given alpha 10 is another method,
+    # and so is one trained for longer. They get their own rows, named by what differs.
+    from evor.config import config_json, make_config
+
+    task = "cube-single-play-singletask-task1-v0"
+    variants = {"fql": {}, "fql[alpha=10]": {"agent": {"alpha": 10.0}},
+                "fql[alpha=10, total_steps=90000]": {"agent": {"alpha": 10.0}, "total_steps": 90000}}
+    for seed, overrides in enumerate(variants.values()):
+        config = config_json(make_config("cpu", agent_name="fql", task=task, seed=seed, **overrides))
+        path = tmp_path / "runs" / str(seed)
+        path.mkdir(parents=True)
+        (path / "config.json").write_text(json.dumps(config))
+        (path / "metrics.jsonl").write_text("")
+        (path / "compare_eval.json").write_text(json.dumps({"success_rate": 0.1 * seed, "episodes": 50}))
+    assert config["agent"]["alpha"] == 10.0 and make_config("cpu", agent_name="fql", task=task).agent["alpha"] == 300
+    summary = write_report([tmp_path / "runs"], tmp_path / "report")
+    assert sorted(r["method"] for r in summary["per_task"]) == sorted(variants)
+
+
 def test_sweep_table_averages_each_setting_over_seeds(runs, tmp_path):
     import dataclasses
 

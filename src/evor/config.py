@@ -191,7 +191,7 @@ FIELDS_ADDED_LATER = {
 }
 
 
-def _with_added_fields(saved: dict, agent_name: str) -> dict:
+def with_added_fields(saved: dict, agent_name: str) -> dict:
     """A saved config with FIELDS_ADDED_LATER filled in where it lacks them."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
     for (name, section, field), before in FIELDS_ADDED_LATER.items():
@@ -211,7 +211,7 @@ def resume_config(run_dir: str | os.PathLike, explicit: dict, preset: str | None
     saved = json.loads(config_path.read_text())
     if not isinstance(saved, dict):
         raise EvorError(f"{config_path}: not a config (expected a JSON object).")
-    saved = _with_added_fields(saved, saved.get("agent_name", TrainConfig.agent_name))
+    saved = with_added_fields(saved, saved.get("agent_name", TrainConfig.agent_name))
     requested = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
     for key, value in explicit.items():
         if key in ("agent", "inference") and isinstance(value, dict):

@@ -99,10 +99,40 @@ class RunRecord:
     published: float | None = None
 
 
-def method_label(config: dict) -> str:
-    from evor.agents import label_of
+# What makes two runs of one label different methods: training fields and the agent's own fields. The
+# evaluation schedule, logging and paths do not change what is trained.
+_TRAINING_FIELDS = ("total_steps", "batch_size")
 
-    return label_of(config["agent_name"], config.get("agent", {}))
+
+def method_label(config: dict) -> str:
+    """The agent's label ('fql', 'evor-mean', ...) plus, in brackets, every agent or training field that
+    differs from what its preset and the task's defaults give, e.g. 'fql[alpha=10]': runs of one label
+    trained differently are never pooled as one method, and the table says how they differ."""
+    from evor.agents import label_of, parse_label
+    from evor.config import config_json, make_config, with_added_fields
+
+    label = label_of(config["agent_name"], config.get("agent", {}))
+    if "preset" not in config:  # nothing to compare against
+        return label
+    name, label_fields = parse_label(label)
+    try:
+        expected = config_json(make_config(config["preset"], agent_name=name, task=config["task"],
+                                           agent=dict(label_fields)))
+    except EvorError:  # a preset or field this version does not know: the label alone is all we can say
+        return label
+    saved = with_added_fields(config, name)
+    differs = [f"{k}={_short(v)}" for k, v in sorted(saved.get("agent", {}).items())
+               if k in expected["agent"] and v != expected["agent"][k]]
+    differs += [f"{k}={_short(saved[k])}" for k in _TRAINING_FIELDS if k in saved and saved[k] != expected[k]]
+    return f"{label}[{', '.join(differs)}]" if differs else label
+
+
+def _short(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return "x".join(map(str, value))
+    return str(value)
 
 
 def _differences(settings: dict, defaults: dict) -> dict:

@@ -40,7 +40,6 @@ from evor.config import (  # noqa: F401  (the config API, also reachable as evor
     TrainConfig,
     _build,
     _config_differences,
-    _with_added_fields,
     agent_config,
     available_presets,
     config_json,
@@ -49,6 +48,7 @@ from evor.config import (  # noqa: F401  (the config API, also reachable as evor
     load_preset,
     make_config,
     resume_config,
+    with_added_fields,
 )
 from evor.data.dataset import load_task
 from evor.data.files import atomic_write_json
@@ -184,7 +184,7 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
         if not config_path.exists():
             raise EvorError(f"Cannot resume: {config_path} does not exist.")
         refuse_legacy(run_dir)
-        saved = _with_added_fields(json.loads(config_path.read_text()), config.agent_name)
+        saved = with_added_fields(json.loads(config_path.read_text()), config.agent_name)
         differences = _config_differences(saved, config_json(config))
         if differences:
             raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config "
@@ -381,7 +381,7 @@ def load_run_agent(run_dir: Path):
         raise EvorError(f"{run_dir} is not a run directory (no config.json).")
     values = json.loads(config_path.read_text())
     if isinstance(values, dict) and isinstance(values.get("agent_name", TrainConfig.agent_name), str):
-        values = _with_added_fields(values, values.get("agent_name", TrainConfig.agent_name))
+        values = with_added_fields(values, values.get("agent_name", TrainConfig.agent_name))
     config = _build(TrainConfig, values, "training config")
     versions = json.loads((run_dir / "versions.json").read_text())
     train_data = versions["train_data"]
