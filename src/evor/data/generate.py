@@ -337,8 +337,7 @@ class _PartialRun:
         self.directory, self.request = directory, request
         self.pending: list[tuple[int, dict[str, np.ndarray]]] = []
         self.saved_indices: set[int] = set()
-        self.seconds_before = 0.0
-        self.seconds = 0.0
+        self.seconds_before = 0.0  # spent by earlier calls, read from request.json
         self.shards: list[Path] = []
         manifest = directory / "request.json"
         if not manifest.exists():
@@ -352,7 +351,7 @@ class _PartialRun:
             differs = ", ".join(f"{k} {asked[k]} there, {request[k]} now" for k in request if asked[k] != request[k])
             raise DataError(f"'{directory}' holds a partial generation with other options ({differs}). Rerun with "
                             "its options to resume it, or delete the directory to start over.")
-        self.seconds_before = self.seconds = float(saved.get("seconds", 0.0))
+        self.seconds_before = float(saved.get("seconds", 0.0))
         self.shards = sorted(directory.glob("shard-*.npz"))
 
     def saved_episodes(self):
@@ -375,7 +374,7 @@ class _PartialRun:
             self.flush(seconds)
 
     def flush(self, seconds: float):
-        self.seconds = self.seconds_before + seconds
+        """Write the pending episodes as one shard; `seconds`: spent by this call so far."""
         if not self.pending:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -387,7 +386,7 @@ class _PartialRun:
         self.shards.append(path)
         self.saved_indices.update(indices)
         self.pending = []
-        atomic_write_json(self.directory / "request.json", {**self.request, "seconds": round(self.seconds, 2)})
+        atomic_write_json(self.directory / "request.json", {**self.request, "seconds": round(self.seconds_before + seconds, 2)})
 
     def remove(self):
         shutil.rmtree(self.directory, ignore_errors=True)
