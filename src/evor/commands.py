@@ -237,30 +237,27 @@ def _default_evaluation_seed(args, run):
         args.seed = evaluation_seed(run.config.seed)
 
 
-def cmd_eval(args):
+def _evaluate_settings(args, results_file: str, default_num_candidates=None):
+    """`evor eval` and `evor sweep`: evaluate a run's checkpoint over the settings grid the flags name."""
     from evor.sweep import sweep
     from evor.train import load_run
 
     run = load_run(args.run_dir, step=args.step)
+    if args.num_candidates is None and default_num_candidates and hasattr(run.agent.Settings, "num_candidates"):
+        args.num_candidates = default_num_candidates
     grids, fixed = _grid_from_args(args, run)
     _default_evaluation_seed(args, run)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
+    out = Path(args.out) if args.out else Path(args.run_dir) / results_file
     sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
     print(f"results: {out}")
+
+
+def cmd_eval(args):
+    _evaluate_settings(args, "eval.json")
 
 
 def cmd_sweep(args):
-    from evor.sweep import sweep
-    from evor.train import load_run
-
-    run = load_run(args.run_dir, step=args.step)
-    if args.num_candidates is None and hasattr(run.agent.Settings, "num_candidates"):
-        args.num_candidates = SWEEP_NUM_CANDIDATES
-    grids, fixed = _grid_from_args(args, run)
-    _default_evaluation_seed(args, run)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "sweep.json"
-    sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
-    print(f"results: {out}")
+    _evaluate_settings(args, "sweep.json", default_num_candidates=SWEEP_NUM_CANDIDATES)
 
 
 def cmd_diagnose(args):
