@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evor.data.dataset import Dataset
-from evor.diagnostics import crps, distribution_scores, monte_carlo_rows
+from evor.diagnostics import crps, distribution_scores, monte_carlo_rows, tilt_summary
 
 
 def _normal_cdf(x):
@@ -61,6 +61,23 @@ def test_a_biased_model_shows_a_pit_slope_and_a_bias():
     histogram = np.array(scores["pit_histogram"])
     assert histogram[:3].sum() > 2 * histogram[-3:].sum()  # the model sits too high: G falls low in it
     assert scores["bias"] == pytest.approx(3.0, abs=0.3)
+
+
+def test_tilt_summary_matches_the_gaussian_closed_form_per_ensemble_member():
+    """For Z ~ N(mu, sigma^2) in unit scale, tau log E exp(Z / tau) = mu + sigma^2 / (2 tau). Two members
+    with means 10 raw units apart: Q* is averaged over members, each tilted on its own samples."""
+    rng = np.random.default_rng(0)
+    n, k, mu, sigma, tau = 200, 4000, -30.0, 0.05, 0.05  # mu raw; sigma and tau in unit scale
+    to_unit, from_unit = (lambda g: g / 100.0), (lambda u: u * 100.0)
+    members = [mu + 100.0 * sigma * rng.standard_normal((n, k)), mu + 10.0 + 100.0 * sigma * rng.standard_normal((n, k))]
+    samples = np.concatenate(members, axis=1)  # member-major, as return_samples gives them
+    tilt = tilt_summary(samples, to_unit, from_unit, tau, num_return_samples=8, num_members=2)
+    exact = mu + 5.0 + 100.0 * sigma**2 / (2 * tau)  # member mean, plus 2.5 raw units of tilt
+    assert tilt["q_star_all_samples_mean"] == pytest.approx(exact, abs=0.2)
+    assert mu + 5.0 + 0.3 < tilt["q_star_mean"] < exact - 0.3  # 8 samples: above the mean, below the tilt
+    assert tilt["num_return_samples"] == 8
+    mean = tilt_summary(samples, to_unit, from_unit, float("inf"), 8, 2)
+    assert mean["q_star_all_samples_mean"] == pytest.approx(samples.mean(), abs=1e-3)
 
 
 def test_monte_carlo_rows_keep_returns_known_to_within_the_tail_weight():

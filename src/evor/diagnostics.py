@@ -11,6 +11,10 @@ the true Z(s, a). With K samples from the learned Z at the same (s, a):
   CRPS      E|X - G| - E|X - X'| / 2, a proper score in return units (lower is better); it is the
             mean absolute error for a point mass and rewards a correct spread.
   bias      mean over transitions of (model mean - G).
+  tilt      what acting reads from the same samples: Q* = tau_Q log E exp(Z / tau_Q) at the run's
+            default tau_Q, estimated from M samples per ensemble member as acting does, and from all K
+            (closer to the tilt itself; the M-sample estimate is biased low, by Jensen). Beside the
+            model mean, it says how far above pi_ref's average future the score of an action sits.
 
 Only transitions whose return-to-go is known to within `max_tail` of discount weight are used:
 a trajectory cut off by the dataset's episode length leaves an unknown tail (its bootstrap weight
@@ -32,6 +36,7 @@ from evor.agents.evor import RETURN_WEIGHTS
 from evor.data.sampler import action_chunks
 from evor.data.targets import multistep_targets
 from evor.errors import EvorError
+from evor.selection import soft_value
 
 COVERAGE_LEVELS = (0.5, 0.8, 0.9)
 PIT_BINS = 10
@@ -85,6 +90,19 @@ def distribution_scores(samples: np.ndarray, observed: np.ndarray, seed: int = 0
         "observed_mean": float(observed.mean()),
         "model_mean": float(samples.mean()),
     }
+
+
+def tilt_summary(samples: np.ndarray, to_unit, from_unit, tau_q: float, num_return_samples: int,
+                 num_members: int) -> dict:
+    """Mean over transitions of Q* read from raw-scale `samples` (n, E * K), member-major as
+    `return_samples` gives them: from the first M of each member's K samples (acting's estimator,
+    averaged over members) and from all K of each member. tau_q is in unit scale, as in acting."""
+    per_member = np.asarray(to_unit(samples)).reshape(len(samples), num_members, -1)  # (n, E, K)
+    m = min(num_return_samples, per_member.shape[-1])
+    acting = from_unit(np.asarray(soft_value(per_member[..., :m], tau_q)).mean(axis=1))
+    all_samples = from_unit(np.asarray(soft_value(per_member, tau_q)).mean(axis=1))
+    return {"tau_q": float(tau_q), "num_return_samples": int(m),
+            "q_star_mean": float(np.mean(acting)), "q_star_all_samples_mean": float(np.mean(all_samples))}
 
 
 def monte_carlo_rows(dataset, discount: float, max_tail: float = 0.01):
@@ -179,6 +197,9 @@ def diagnose(run, num_transitions: int = 2000, num_samples: int = 64, max_tail: 
     samples = return_samples(run, val.observations[rows], actions, num_samples, jax.random.PRNGKey(seed))
     report = {"task": run.config.task, "step": run.step, "discount": discount, "max_tail": max_tail,
               "validation": distribution_scores(samples, returns, seed)}
+    settings, scale = run.settings(), run.agent.return_scale
+    report["validation"]["tilt"] = tilt_summary(samples, scale.to_unit, scale.from_unit, settings.tau_q,
+                                                settings.num_return_samples, run.agent.config.num_return_flows)
     if initial_episodes:
         report["initial_states"] = initial_state_values(run, initial_episodes, seed=30_000 + seed)
     return report
