@@ -204,7 +204,9 @@ def test_diagnose_scores_the_return_distribution_of_a_run(tiny_run, tmp_path):
     assert abs(sum(v["pit_histogram"]) - 1) < 1e-9 and set(v["coverage"]) == {"50", "80", "90"}
     init = report["initial_states"]
     assert len(init["per_episode_predicted"]) == len(init["per_episode_achieved"]) == 2
-    assert "PIT histogram" in text
+    assert "PIT histogram" in text and "tilt at tau_Q" in text
+    # a tilt with tau_Q > 0 never reads below the mean of the samples it tilts (Jensen), in any model
+    assert v["tilt"]["tau_q"] == 0.05 and v["tilt"]["q_star_all_samples_mean"] >= v["model_mean"] - 1e-3
 
 
 def test_diagnose_rejects_a_baseline_run(tmp_path_factory):
