@@ -282,8 +282,8 @@ def cmd_diagnose(args):
     print("  coverage of central intervals: " + ", ".join(f"{k}% -> {100 * c:.1f}%" for k, c in v["coverage"].items()))
     print(f"  CRPS {v['crps']:.3f}  bias {v['bias']:+.3f}  model std per (s, a) {v['model_std_mean']:.2f}")
     t = v["tilt"]
-    print(f"  tilt at tau_Q {t['tau_q']:g}: Q* {t['q_star_mean']:.2f} from {t['num_return_samples']} samples per member as the flow acts, "
-          f"{t['q_star_all_samples_mean']:.2f} from all; model mean {v['model_mean']:.2f}")
+    print(f"  tilt at tau_Q {t['tau_q']:g}: Q* {t['q_star_mean']:.2f} from {t['num_return_samples']} samples "
+          f"per member as the flow acts, {t['q_star_all_samples_mean']:.2f} from all; model mean {v['model_mean']:.2f}")
     if "initial_states" in report:
         s = report["initial_states"]
         print(f"  initial states ({s['episodes']} episodes): predicted Q* {s['predicted_q_star_mean']:.2f}, "
