@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from evor.agents.evor import ReturnScale
 from evor.data.dataset import Dataset
 from evor.diagnostics import crps, distribution_scores, monte_carlo_rows, tilt_summary
 
@@ -68,15 +69,15 @@ def test_tilt_summary_matches_the_gaussian_closed_form_per_ensemble_member():
     with means 10 raw units apart: Q* is averaged over members, each tilted on its own samples."""
     rng = np.random.default_rng(0)
     n, k, mu, sigma, tau = 200, 4000, -30.0, 0.05, 0.05  # mu raw; sigma and tau in unit scale
-    to_unit, from_unit = (lambda g: g / 100.0), (lambda u: u * 100.0)
+    scale = ReturnScale(low=-100.0, high=100.0)  # unit = raw / 100
     members = [mu + 100.0 * sigma * rng.standard_normal((n, k)), mu + 10.0 + 100.0 * sigma * rng.standard_normal((n, k))]
     samples = np.concatenate(members, axis=1)  # member-major, as return_samples gives them
-    tilt = tilt_summary(samples, to_unit, from_unit, tau, num_return_samples=8, num_members=2)
+    tilt = tilt_summary(samples, scale, tau, num_return_samples=8, num_members=2)
     exact = mu + 5.0 + 100.0 * sigma**2 / (2 * tau)  # member mean, plus 2.5 raw units of tilt
     assert tilt["q_star_all_samples_mean"] == pytest.approx(exact, abs=0.2)
     assert mu + 5.0 + 0.3 < tilt["q_star_mean"] < exact - 0.3  # 8 samples: above the mean, below the tilt
     assert tilt["num_return_samples"] == 8
-    mean = tilt_summary(samples, to_unit, from_unit, float("inf"), 8, 2)
+    mean = tilt_summary(samples, scale, float("inf"), 8, 2)
     assert mean["q_star_all_samples_mean"] == pytest.approx(samples.mean(), abs=1e-3)
 
 

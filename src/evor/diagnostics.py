@@ -92,15 +92,15 @@ def distribution_scores(samples: np.ndarray, observed: np.ndarray, seed: int = 0
     }
 
 
-def tilt_summary(samples: np.ndarray, to_unit, from_unit, tau_q: float, num_return_samples: int,
-                 num_members: int) -> dict:
+def tilt_summary(samples: np.ndarray, scale, tau_q: float, num_return_samples: int, num_members: int) -> dict:
     """Mean over transitions of Q* read from raw-scale `samples` (n, E * K), member-major as
     `return_samples` gives them: from the first M of each member's K samples (acting's estimator,
-    averaged over members) and from all K of each member. tau_q is in unit scale, as in acting."""
-    per_member = np.asarray(to_unit(samples)).reshape(len(samples), num_members, -1)  # (n, E, K)
+    averaged over members) and from all K of each member. `scale`: the agent's ReturnScale; tau_q is in
+    its unit scale, as in acting."""
+    per_member = np.asarray(scale.to_unit(samples)).reshape(len(samples), num_members, -1)  # (n, E, K)
     m = min(num_return_samples, per_member.shape[-1])
-    acting = from_unit(np.asarray(soft_value(per_member[..., :m], tau_q)).mean(axis=1))
-    all_samples = from_unit(np.asarray(soft_value(per_member, tau_q)).mean(axis=1))
+    acting = scale.from_unit(np.asarray(soft_value(per_member[..., :m], tau_q)).mean(axis=1))
+    all_samples = scale.from_unit(np.asarray(soft_value(per_member, tau_q)).mean(axis=1))
     return {"tau_q": float(tau_q), "num_return_samples": int(m),
             "q_star_mean": float(np.mean(acting)), "q_star_all_samples_mean": float(np.mean(all_samples))}
 
@@ -197,8 +197,8 @@ def diagnose(run, num_transitions: int = 2000, num_samples: int = 64, max_tail: 
     samples = return_samples(run, val.observations[rows], actions, num_samples, jax.random.PRNGKey(seed))
     report = {"task": run.config.task, "step": run.step, "discount": discount, "max_tail": max_tail,
               "validation": distribution_scores(samples, returns, seed)}
-    settings, scale = run.settings(), run.agent.return_scale
-    report["validation"]["tilt"] = tilt_summary(samples, scale.to_unit, scale.from_unit, settings.tau_q,
+    settings = run.settings()
+    report["validation"]["tilt"] = tilt_summary(samples, run.agent.return_scale, settings.tau_q,
                                                 settings.num_return_samples, run.agent.config.num_return_flows)
     if initial_episodes:
         report["initial_states"] = initial_state_values(run, initial_episodes, seed=30_000 + seed)
