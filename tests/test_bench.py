@@ -190,3 +190,12 @@ def test_agent_labels_round_trip_and_come_from_the_agents():
         parse_label("evor-flow")  # one label per configuration
     with pytest.raises(ConfigError, match="sets return_model twice"):
         parse_label("evor-mean-hlgauss")
+
+
+def test_a_cell_whose_suite_now_trains_longer_is_not_done(tmp_path):
+    # its run is continued to the new total_steps (train's resume extends it) instead of reporting the old result
+    short = Cell(TASK, "evor", 0, "tiny", 2, str(tmp_path), (("total_steps", 100),))
+    short.run_dir.mkdir(parents=True)
+    (short.run_dir / "compare_eval.json").write_text(json.dumps({"step": 100, "success_rate": 0.5}))
+    assert short.done()
+    assert not Cell(TASK, "evor", 0, "tiny", 2, str(tmp_path), (("total_steps", 300),)).done()

@@ -114,6 +114,10 @@ def test_resume_continues_from_the_runs_own_config_and_checks_only_given_options
     code, out, err = run_cli("train", "--run-dir", str(run_dir), "--resume", "--preset", "tiny", "--seed", "0",
                              "--quiet")
     assert code == 0, err  # options that agree with the saved config are accepted
+    code, out, err = run_cli("train", "--run-dir", str(run_dir), "--resume", "--steps", "250", "--quiet")
+    assert code == 0 and "(step 250)" in out, err  # --steps extends a finished run
+    code, _, err = run_cli("train", "--run-dir", str(run_dir), "--resume", "--steps", "100", "--quiet")
+    assert code == 2 and "extended, not shortened" in err and "Traceback" not in err
 
 
 def test_a_named_inference_preset_sets_the_base_and_flags_override_it(tiny_run, tmp_path):

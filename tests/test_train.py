@@ -43,6 +43,29 @@ def test_resumed_run_equals_the_uninterrupted_one(data_dir, tmp_path):
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
 
 
+def test_a_finished_run_extended_to_more_steps_equals_one_trained_that_long(data_dir, tmp_path):
+    # total_steps and the evaluation and checkpoint schedule may change on resume because none of them
+    # changes what is learned: 200 steps, then extended to 300 with an evaluation at 300 and another
+    # checkpoint cadence, must be bitwise the run trained for 300 steps from the start
+    long = train(_config(data_dir, total_steps=300), tmp_path / "long", show_progress=False)
+    train(_config(data_dir), tmp_path / "short", show_progress=False)
+    schedule = make_config("tiny", task=TASK, data_dir=str(data_dir), total_steps=300, eval_every=300,
+                           checkpoint_every=150)
+    extended = train(schedule, tmp_path / "short", resume=True, show_progress=False)
+    assert long.step == extended.step == 300
+    for a, b in zip(_leaves(long.state), _leaves(extended.state)):
+        np.testing.assert_array_equal(a, b)
+    saved = json.loads((tmp_path / "short" / "config.json").read_text())
+    assert (saved["total_steps"], saved["eval_every"], saved["checkpoint_every"]) == (300, 300, 150)
+    rows = [json.loads(line) for line in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300] and "eval_success_rate" in rows[-1]
+    # a run is extended, never cut back below what it has trained; anything else that differs is refused
+    with pytest.raises(EvorError, match="already trained 300 steps.*extended, not shortened"):
+        train(_config(data_dir, total_steps=250), tmp_path / "short", resume=True, show_progress=False)
+    with pytest.raises(EvorError, match="batch_size: saved 32, requested 64"):
+        train(_config(data_dir, total_steps=400, batch_size=64), tmp_path / "short", resume=True, show_progress=False)
+
+
 def test_the_source_revision_names_the_commit_and_uncommitted_changes(tmp_path):
     import subprocess
 

@@ -45,8 +45,23 @@ class Cell:
     def run_dir(self) -> Path:
         return Path(self.out) / self.task / self.label / f"seed{self.seed}"
 
+    def config(self):
+        """The cell's training config: its preset, task, seed and agent, with the suite's overrides."""
+        from evor.train import make_config
+
+        agent_name, agent_overrides = parse_label(self.label)
+        overrides = dict(self.overrides)
+        return make_config(self.preset, task=self.task, seed=self.seed, agent_name=agent_name,
+                           agent={**agent_overrides, **overrides.pop("agent", {})}, data_dir=self.data_dir, **overrides)
+
     def done(self) -> bool:
-        return (self.run_dir / RESULT_FILE).exists()
+        """Its final evaluation exists and is of the step the cell trains to: a suite whose total_steps
+        grew continues the cell's run rather than reporting the shorter one (results written before they
+        recorded their step count as done)."""
+        path = self.run_dir / RESULT_FILE
+        if not path.exists():
+            return False
+        return json.loads(path.read_text()).get("step", self.config().total_steps) == self.config().total_steps
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -140,12 +155,9 @@ def run_cell(cell: Cell) -> dict:
     """Train (or resume, or reuse) the cell's run and evaluate its final checkpoint."""
     from evor.checkpoints import checkpoint_step
     from evor.data.files import atomic_write_json
-    from evor.train import latest_checkpoint, load_run, make_config, train
+    from evor.train import latest_checkpoint, load_run, train
 
-    agent_name, agent_overrides = parse_label(cell.label)
-    overrides = dict(cell.overrides)
-    config = make_config(cell.preset, task=cell.task, seed=cell.seed, agent_name=agent_name,
-                         agent={**agent_overrides, **overrides.pop("agent", {})}, data_dir=cell.data_dir, **overrides)
+    config = cell.config()
     run_dir = cell.run_dir
     done = latest_checkpoint(run_dir)
     if done is None or checkpoint_step(done) != config.total_steps:

@@ -200,10 +200,24 @@ def with_added_fields(saved: dict, agent_name: str) -> dict:
     return out
 
 
+# Fields a resumed run may change. None of them alters what is learned up to a given step: the training
+# RNG chain is split once per `log_every` updates whatever they are, evaluation and validation keys are
+# off that chain, and `total_steps` only says where the loop stops. So a run continued to a larger
+# `total_steps` is, update for update, the run that was started with it (tests/test_train.py).
+SCHEDULE_FIELDS = ("total_steps", "eval_every", "checkpoint_every")
+
+
+def resume_differences(saved: dict, requested: dict) -> list[str]:
+    """What forbids continuing a run saved with `saved` under `requested`: every differing field except
+    the schedule ones (SCHEDULE_FIELDS)."""
+    return [d for d in _config_differences(saved, requested) if d.split(":")[0] not in SCHEDULE_FIELDS]
+
+
 def resume_config(run_dir: str | os.PathLike, explicit: dict, preset: str | None = None) -> TrainConfig:
     """The config a run continues with: its own config.json. `explicit` holds only the fields the user
     gave on the resume command (nested `agent`/`inference` dicts allowed); any that differs from the saved
-    value is refused by name, so `--resume` alone always continues the run as it was started."""
+    value is refused by name, so `--resume` alone always continues the run as it was started. The schedule
+    (SCHEDULE_FIELDS) may change: `--steps` extends a finished run."""
     run_dir = Path(run_dir).expanduser()
     config_path = run_dir / "config.json"
     if not config_path.exists():
@@ -220,11 +234,12 @@ def resume_config(run_dir: str | os.PathLike, explicit: dict, preset: str | None
             requested[key] = value
     if preset is not None:
         requested["preset"] = preset
-    differences = _config_differences(saved, json.loads(json.dumps(requested)))
+    differences = resume_differences(saved, json.loads(json.dumps(requested)))
     if differences:
         raise EvorError(f"Cannot resume {run_dir}: the options given differ from its config.json "
                         f"({'; '.join(differences)}). Leave them out to continue the run as it was started.")
-    config = _build(TrainConfig, saved, "training config")
+    config = _build(TrainConfig, {**saved, **{k: requested[k] for k in SCHEDULE_FIELDS if k in requested}},
+                    "training config")
     config.validate()
     return config
 

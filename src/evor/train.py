@@ -39,7 +39,6 @@ from evor.config import (  # noqa: F401  (the config API, also reachable as evor
     FIELDS_ADDED_LATER,
     TrainConfig,
     _build,
-    _config_differences,
     agent_config,
     available_presets,
     config_json,
@@ -48,6 +47,7 @@ from evor.config import (  # noqa: F401  (the config API, also reachable as evor
     load_preset,
     make_config,
     resume_config,
+    resume_differences,
     with_added_fields,
 )
 from evor.data.dataset import load_task
@@ -185,10 +185,15 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
             raise EvorError(f"Cannot resume: {config_path} does not exist.")
         refuse_legacy(run_dir)
         saved = with_added_fields(json.loads(config_path.read_text()), config.agent_name)
-        differences = _config_differences(saved, config_json(config))
+        differences = resume_differences(saved, config_json(config))
         if differences:
             raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config "
                             f"({'; '.join(differences)}). Set the saved values explicitly (--set) to continue it.")
+        reached = latest_checkpoint(run_dir)
+        if reached is not None and checkpoint_step(reached) > config.total_steps:
+            raise EvorError(f"Cannot resume {run_dir} to total_steps {config.total_steps}: it has already trained "
+                            f"{checkpoint_step(reached)} steps. A run can be extended, not shortened "
+                            f"(evaluate an earlier checkpoint with --step instead).")
     elif config_path.exists() and (checkpoints(run_dir) or legacy_checkpoints(run_dir)):
         raise EvorError(f"{run_dir} already holds a run; use --resume to continue it or choose another directory.")
     try:
