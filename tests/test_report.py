@@ -262,3 +262,14 @@ def test_the_quickstarts_own_evaluation_is_read_by_the_report(tmp_path):
     row = summary["per_task"][0]
     assert row["final_mean"] == pytest.approx(0.6)
     assert "scaling_vs_candidates.png" in summary["figures"]
+
+
+def test_a_run_extended_past_its_cell_result_has_no_final_score_until_evaluated_again(tmp_path):
+    # `evor train --resume --steps` grows total_steps: the cell result of the shorter run is not its final
+    path = _fake_run(tmp_path, "cube-single-play-singletask-task2-v0", "fql", 0, None, [])
+    (path / "compare_eval.json").write_text(json.dumps({"success_rate": 0.5, "episodes": 50, "step": 500}))
+    summary = write_report([tmp_path], tmp_path / "report")
+    assert summary["per_task"][0].get("final_mean") is None
+    assert "none yet" in (tmp_path / "report" / "report.md").read_text()
+    (path / "compare_eval.json").write_text(json.dumps({"success_rate": 0.5, "episodes": 50, "step": 1000}))
+    assert write_report([tmp_path], tmp_path / "report")["per_task"][0]["final_mean"] == pytest.approx(0.5)

@@ -183,16 +183,16 @@ def read_run(path: Path) -> RunRecord:
     config = _read_json(path / CONFIG)
     rows = read_metrics(path)
     curve = [(r["step"], r["eval_success_rate"]) for r in rows if r.get("eval_success_rate") is not None]
-    final, source = None, "none"
+    final, source = None, "none yet (the run is unfinished or lacks its final evaluation)"
     defaults = _default_settings(config)
     sweep = []
     for name in EVALUATION_FILES:
         if (path / name).exists():
             sweep += _read_json(path / name).get("results", [])
-    if (path / CELL_RESULT).exists():
-        result = _read_json(path / CELL_RESULT)
+    result = _read_json(path / CELL_RESULT) if (path / CELL_RESULT).exists() else None
+    if result is not None and result.get("step", config["total_steps"]) == config["total_steps"]:
         final, source = result["success_rate"], f"{CELL_RESULT} ({result['episodes']} episodes)"
-    else:
+    else:  # no cell result, or one of a run since extended to more steps
         last_step = max((r.get("step", 0) for r in sweep), default=None)
         matching = [r for r in sweep if not _differences(r.get("settings") or {}, defaults)
                     and r.get("step") == last_step]
