@@ -103,6 +103,13 @@ def test_tiny_grid_runs_skips_finished_cells_and_resumes_partial_ones(local_grid
     assert log.count("done already") == 1 and log.count("[bench] start") == 1
     for a, b in zip(before, _final_params(evor_dir)):
         np.testing.assert_array_equal(a, b)
+    # The same suite trained longer continues the finished run and keeps the shorter run's score beside it.
+    longer = json.loads(open(suite).read())
+    longer["overrides"]["total_steps"] = 150
+    (out / "longer.json").write_text(json.dumps(longer))
+    bench(str(out / "longer.json"), str(out), agents=["evor"], backend="local", jobs=1)
+    kept = json.loads((evor_dir / "compare_eval_step100.json").read_text())
+    assert kept["step"] == 100 and json.loads((evor_dir / "compare_eval.json").read_text())["step"] == 150
 
 
 def test_ray_backend_gives_the_local_results(local_grid, tmp_path):
