@@ -61,7 +61,8 @@ class Cell:
         path = self.run_dir / RESULT_FILE
         if not path.exists():
             return False
-        return json.loads(path.read_text()).get("step", self.config().total_steps) == self.config().total_steps
+        step = json.loads(path.read_text()).get("step")
+        return step is None or step == self.config().total_steps
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
