@@ -161,8 +161,8 @@ def run_cell(cell: Cell) -> dict:
     config = cell.config()
     run_dir = cell.run_dir
     earlier = run_dir / RESULT_FILE
-    if earlier.exists() and not cell.done():  # the suite now trains this run longer: keep the shorter score
-        step = json.loads(earlier.read_text()).get("step")
+    step = json.loads(earlier.read_text()).get("step") if earlier.exists() else None
+    if step is not None and step != config.total_steps:  # the suite now trains this run longer: keep the shorter score
         earlier.rename(run_dir / f"{earlier.stem}_step{step}{earlier.suffix}")
     done = latest_checkpoint(run_dir)
     if done is None or checkpoint_step(done) != config.total_steps:

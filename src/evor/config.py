@@ -210,7 +210,10 @@ SCHEDULE_FIELDS = ("total_steps", "eval_every", "checkpoint_every")
 def resume_differences(saved: dict, requested: dict) -> list[str]:
     """What forbids continuing a run saved with `saved` under `requested`: every differing field except
     the schedule ones (SCHEDULE_FIELDS)."""
-    return [d for d in _config_differences(saved, requested) if d.split(":")[0] not in SCHEDULE_FIELDS]
+    def without_schedule(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in SCHEDULE_FIELDS}
+
+    return _config_differences(without_schedule(saved), without_schedule(requested))
 
 
 def resume_config(run_dir: str | os.PathLike, explicit: dict, preset: str | None = None) -> TrainConfig:
