@@ -10,7 +10,12 @@ Reading it (docs/results.md, scene task 1, where FQL scores 98 and EVOR 58):
 - its candidates are offered but seldom chosen and success stays at EVOR's level: the value does not
   see what makes them better (Q* is pi_ref's value after the action, not the other policy's).
 
-    python benchmarks/candidate_source.py EVOR_RUN OTHER_RUN --from-other 0,16,32 [--episodes 50]
+    python benchmarks/candidate_source.py EVOR_RUN OTHER_RUN --from-other 0,16,32 [--episodes 50] [--judge other]
+
+`--judge other` scores the same candidates by the other run's critic instead of EVOR's Q* (its
+ensemble mean Q(s, a), for agents with one: FQL, IFQL), chosen by the same selection rule and tau_R.
+That critic is the value of the other, improved policy: does a hybrid need that policy's value to
+recognise its actions?
 
 The episodes are the EVOR run's own final-evaluation block (as `evor sweep` uses), so --from-other 0
 repeats EVOR's own evaluation at its default settings. The pick share counts every row the policy is
@@ -32,10 +37,11 @@ from evor.selection import select_rows
 from evor.train import default_eval_workers, load_run
 
 
-def mixed_candidate_policy(evor_run, other_run, settings, from_other: int, picks: list):
+def mixed_candidate_policy(evor_run, other_run, settings, from_other: int, picks: list, judge: str = "evor"):
     """(obs (P, d), keys (P, 2)) -> actions: N - k candidates from pi_ref and k from the other run's
-    policy, scored by EVOR's Q* and chosen by its selection rule. Appends to `picks` one boolean per
-    row: whether the chosen candidate came from the other policy."""
+    policy, scored by EVOR's Q* (judge "evor") or by the other run's critic (judge "other") and chosen by
+    EVOR's selection rule. Appends to `picks` one boolean per row: whether the chosen candidate came
+    from the other policy."""
     agent, other = evor_run.agent, other_run.agent
     n = settings.num_candidates
     other_settings = other_run.settings()
@@ -53,7 +59,10 @@ def mixed_candidate_policy(evor_run, other_run, settings, from_other: int, picks
             other_keys = jax.random.split(jax.random.fold_in(key, 1), from_other)
             parts.append(jax.vmap(lambda k: other.act(other_state, obs[None], k, other_settings)[0])(other_keys)[None])
         candidates = jnp.concatenate(parts, axis=1)
-        q = agent.q_star(evor_state, obs_n, candidates, value_key, settings)  # (1, N)
+        if judge == "evor":
+            q = agent.q_star(evor_state, obs_n, candidates, value_key, settings)  # (1, N)
+        else:  # the other policy's value: its critic ensemble's mean, as its own policy extraction reads it
+            q = other.critic(other_state["critic"], obs_n, candidates).mean(axis=0)
         index = select_rows(jax.random.split(select_key, 1), q, settings.tau_r, settings.selection)
         return candidates[0, index[0]], index[0] >= n - from_other
 
@@ -73,6 +82,8 @@ def main():
     parser.add_argument("other_run")
     parser.add_argument("--from-other", default="0,16,32", help="how many of the N candidates the other policy gives")
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--judge", choices=("evor", "other"), default="evor",
+                        help="whose value scores the candidates: EVOR's Q* or the other run's critic")
     parser.add_argument("--out", help="JSON file for the results (default: print only)")
     args = parser.parse_args()
     evor_run, other_run = load_run(args.evor_run), load_run(args.other_run)
@@ -81,6 +92,8 @@ def main():
     if evor_run.config.agent_name != "evor" or getattr(other_run.agent, "action_horizon", 1) != 1 \
             or getattr(evor_run.agent, "action_horizon", 1) != 1:
         sys.exit("The first run must be an EVOR run and both must act one action per step (no chunks).")
+    if args.judge == "other" and not hasattr(other_run.agent, "critic"):
+        sys.exit(f"--judge other needs a run whose agent has a critic (FQL, IFQL), not {other_run.config.agent_name}.")
     settings = evor_run.settings()
     counts = [int(k) for k in args.from_other.split(",")]
     if any(not 0 <= k <= settings.num_candidates for k in counts):
@@ -88,14 +101,15 @@ def main():
     seed = evaluation_seed(evor_run.config.seed)
     print(f"{evor_run.config.task}: EVOR {args.evor_run} (step {evor_run.step}) with candidates from "
           f"{other_run.config.agent_name} {args.other_run} (step {other_run.step}); N = {settings.num_candidates}, "
-          f"{args.episodes} episodes from reset seed {seed}")
+          f"{args.episodes} episodes from reset seed {seed}; candidates judged by "
+          f"{'EVOR Q*' if args.judge == 'evor' else other_run.config.agent_name + ' critic'}")
     results = []
     for k in counts:
         picks: list = []
-        policy = mixed_candidate_policy(evor_run, other_run, settings, k, picks)
+        policy = mixed_candidate_policy(evor_run, other_run, settings, k, picks, args.judge)
         result = evaluate_policy(evor_run.env_factory(), policy, args.episodes, seed=seed,
                                  workers=default_eval_workers(10), show_progress=False)
-        result.update(from_other=k, other_pick_share=float(np.mean(picks)) if picks else 0.0,
+        result.update(from_other=k, judge=args.judge, other_pick_share=float(np.mean(picks)) if picks else 0.0,
                       settings=dataclasses.asdict(settings), step=evor_run.step, other_step=other_run.step)
         results.append(result)
         print(f"from other {k:3d} / {settings.num_candidates}: success {100 * result['success_rate']:5.1f}%  "
