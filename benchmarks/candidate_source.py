@@ -13,7 +13,8 @@ Reading it (docs/results.md, scene task 1, where FQL scores 98 and EVOR 58):
     python benchmarks/candidate_source.py EVOR_RUN OTHER_RUN --from-other 0,16,32 [--episodes 50] [--judge other]
 
 `--judge other` scores the same candidates by the other run's critic instead of EVOR's Q* (its
-ensemble mean Q(s, a), for agents with one: FQL, IFQL), chosen by the same selection rule and tau_R.
+ensemble mean Q(s, a), for agents with one: FQL, IFQL), mapped to EVOR's unit return scale so that
+tau_R means the same margin in return units, and chosen by the same selection rule (`--tau-r` to soften it).
 That critic is the value of the other, improved policy: does a hybrid need that policy's value to
 recognise its actions?
 
@@ -62,7 +63,7 @@ def mixed_candidate_policy(evor_run, other_run, settings, from_other: int, picks
         if judge == "evor":
             q = agent.q_star(evor_state, obs_n, candidates, value_key, settings)  # (1, N)
         else:  # the other policy's value: its critic ensemble's mean, as its own policy extraction reads it
-            q = other.critic(other_state["critic"], obs_n, candidates).mean(axis=0)
+            q = agent.return_scale.to_unit(other.critic(other_state["critic"], obs_n, candidates).mean(axis=0))
         index = select_rows(jax.random.split(select_key, 1), q, settings.tau_r, settings.selection)
         return candidates[0, index[0]], index[0] >= n - from_other
 
@@ -84,6 +85,7 @@ def main():
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--judge", choices=("evor", "other"), default="evor",
                         help="whose value scores the candidates: EVOR's Q* or the other run's critic")
+    parser.add_argument("--tau-r", type=float, default=None, help="selection temperature (default: the EVOR run's)")
     parser.add_argument("--out", help="JSON file for the results (default: print only)")
     args = parser.parse_args()
     evor_run, other_run = load_run(args.evor_run), load_run(args.other_run)
@@ -95,13 +97,17 @@ def main():
     if args.judge == "other" and not hasattr(other_run.agent, "critic"):
         sys.exit(f"--judge other needs a run whose agent has a critic (FQL, IFQL), not {other_run.config.agent_name}.")
     settings = evor_run.settings()
+    if args.tau_r is not None:
+        if not args.tau_r >= 0:  # 0 is the argmax, inf a plain sample
+            sys.exit(f"--tau-r must be >= 0, not {args.tau_r}.")
+        settings = dataclasses.replace(settings, tau_r=args.tau_r)
     counts = [int(k) for k in args.from_other.split(",")]
     if any(not 0 <= k <= settings.num_candidates for k in counts):
         sys.exit(f"--from-other values must be in [0, N = {settings.num_candidates}].")
     seed = evaluation_seed(evor_run.config.seed)
     print(f"{evor_run.config.task}: EVOR {args.evor_run} (step {evor_run.step}) with candidates from "
           f"{other_run.config.agent_name} {args.other_run} (step {other_run.step}); N = {settings.num_candidates}, "
-          f"{args.episodes} episodes from reset seed {seed}; candidates judged by "
+          f"tau_R = {settings.tau_r}, {args.episodes} episodes from reset seed {seed}; candidates judged by "
           f"{'EVOR Q*' if args.judge == 'evor' else other_run.config.agent_name + ' critic'}")
     results = []
     for k in counts:
