@@ -66,6 +66,20 @@ def test_a_finished_run_extended_to_more_steps_equals_one_trained_that_long(data
         train(_config(data_dir, total_steps=400, batch_size=64), tmp_path / "short", resume=True, show_progress=False)
 
 
+def test_keep_checkpoints_every_spares_its_multiples_from_pruning(data_dir, tmp_path):
+    # the newest three are kept as always, plus every multiple of keep_checkpoints_every, so a long run's
+    # curve can be evaluated afterwards; the setting is part of the schedule, so a resume may add it
+    from evor.checkpoints import checkpoint_step, checkpoints
+
+    train(_config(data_dir, total_steps=200, checkpoint_every=50), tmp_path / "run", show_progress=False)
+    assert [checkpoint_step(p) for p in checkpoints(tmp_path / "run")] == [100, 150, 200]
+    train(_config(data_dir, total_steps=400, checkpoint_every=50, keep_checkpoints_every=100), tmp_path / "run",
+          resume=True, show_progress=False)
+    assert [checkpoint_step(p) for p in checkpoints(tmp_path / "run")] == [100, 200, 300, 350, 400]
+    with pytest.raises(ConfigError, match="keep_checkpoints_every \\(75\\) must be 0 or a multiple of checkpoint_every"):
+        _config(data_dir, checkpoint_every=50, keep_checkpoints_every=75).validate()
+
+
 def test_the_source_revision_names_the_commit_and_uncommitted_changes(tmp_path):
     import subprocess
 

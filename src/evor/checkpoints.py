@@ -101,8 +101,10 @@ def encode(step: int, state, key) -> bytes:
     return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
 
 
-def save_checkpoint(run_dir: Path, step: int, state, key: jax.Array, keep: int = CHECKPOINTS_KEPT) -> Path:
-    """Write step, state and RNG key atomically; keep the newest `keep` checkpoints."""
+def save_checkpoint(run_dir: Path, step: int, state, key: jax.Array, keep: int = CHECKPOINTS_KEPT,
+                    keep_every: int = 0) -> Path:
+    """Write step, state and RNG key atomically; keep the newest `keep` checkpoints, and every one whose
+    step is a multiple of `keep_every` (when > 0)."""
     directory = Path(run_dir) / "checkpoints"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / checkpoint_name(step)
@@ -113,7 +115,8 @@ def save_checkpoint(run_dir: Path, step: int, state, key: jax.Array, keep: int =
             f.flush()
             os.fsync(f.fileno())
     for old in checkpoints(run_dir)[:-keep]:
-        old.unlink()
+        if not (keep_every > 0 and checkpoint_step(old) % keep_every == 0):
+            old.unlink()
     return path
 
 

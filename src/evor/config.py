@@ -34,6 +34,9 @@ class TrainConfig:
     eval_every: int = 10000  # 0 disables periodic evaluation
     eval_episodes: int = 20
     checkpoint_every: int = 5000
+    # Checkpoints at multiples of this step are never pruned (0: only the newest three are kept), so a long
+    # run's learning curve can be evaluated afterwards (`evor eval RUN --step S`) without periodic evaluations
+    keep_checkpoints_every: int = 0
     data_dir: str | None = None  # default ~/.ogbench/data or $OGBENCH_DATA_DIR
     success_timing: str = "post"  # OGBench success flag before ('pre', 1.2.x default) or after ('post', 1.1.x) the step
     preset: str | None = None  # the preset this config started from, for the record
@@ -45,6 +48,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value % self.log_every:
                 raise ConfigError(f"{name} ({value}) must be a multiple of log_every ({self.log_every}).")
+        if self.keep_checkpoints_every < 0 or self.keep_checkpoints_every % self.checkpoint_every:
+            raise ConfigError(f"keep_checkpoints_every ({self.keep_checkpoints_every}) must be 0 or a multiple of "
+                              f"checkpoint_every ({self.checkpoint_every}).")
         if self.success_timing not in ("pre", "post"):
             raise ConfigError(f"success_timing must be 'pre' or 'post', got '{self.success_timing}'.")
         if self.eval_episodes < 1:
@@ -204,7 +210,7 @@ def with_added_fields(saved: dict, agent_name: str) -> dict:
 # RNG chain is split once per `log_every` updates whatever they are, evaluation and validation keys are
 # off that chain, and `total_steps` only says where the loop stops. So a run continued to a larger
 # `total_steps` is, update for update, the run that was started with it (tests/test_train.py).
-SCHEDULE_FIELDS = ("total_steps", "eval_every", "checkpoint_every")
+SCHEDULE_FIELDS = ("total_steps", "eval_every", "checkpoint_every", "keep_checkpoints_every")
 
 
 def resume_differences(saved: dict, requested: dict) -> list[str]:

@@ -361,7 +361,7 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
                     row.update(eval_success_rate=result["success_rate"], eval_return_mean=result["return_mean"])
                 write_metrics(run_dir, row)
                 if checkpoint_due:
-                    save_checkpoint(run_dir, step, run.state, keys[i])
+                    save_checkpoint(run_dir, step, run.state, keys[i], keep_every=config.keep_checkpoints_every)
             bar.update(config.log_every)
             bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in metrics.items() if k in (
                 "actor_loss", "return_loss", "val_return_loss")})
