@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from evor.errors import ConfigError
 from evor.evaluate import evaluate_policy, evaluation_seed
 from evor.selection import select_rows
 from evor.train import default_eval_workers, load_run
@@ -96,11 +97,10 @@ def main():
         sys.exit("The first run must be an EVOR run and both must act one action per step (no chunks).")
     if args.judge == "other" and not hasattr(other_run.agent, "critic"):
         sys.exit(f"--judge other needs a run whose agent has a critic (FQL, IFQL), not {other_run.config.agent_name}.")
-    settings = evor_run.settings()
-    if args.tau_r is not None:
-        if not args.tau_r >= 0:  # 0 is the argmax, inf a plain sample
-            sys.exit(f"--tau-r must be >= 0, not {args.tau_r}.")
-        settings = dataclasses.replace(settings, tau_r=args.tau_r)
+    try:
+        settings = evor_run.settings(tau_r=args.tau_r)  # None keeps the run's own; validated there
+    except ConfigError as error:
+        sys.exit(f"--tau-r: {error}")
     counts = [int(k) for k in args.from_other.split(",")]
     if any(not 0 <= k <= settings.num_candidates for k in counts):
         sys.exit(f"--from-other values must be in [0, N = {settings.num_candidates}].")
