@@ -33,6 +33,10 @@ def test_grid_expansion_from_suites():
     assert len({c.run_dir for c in manipulation}) == len(manipulation)
     cell = manipulation[7]
     assert Cell.from_json(cell.to_json()) == cell
+    study = load_suite("ogbench-cpu")
+    one_env = expand(study, "out", seeds=[1, 2], tasks=[study["tasks"][-1]])
+    assert [(c.task, c.seed, c.label) for c in one_env] == [
+        (study["tasks"][-1], seed, label) for seed in (1, 2) for label in study["agents"]]
 
 
 def test_every_shipped_suite_expands_into_cells_whose_configs_build():
@@ -62,6 +66,8 @@ def test_bad_suites_are_reported(tmp_path):
         load_suite(_suite_file(tmp_path, agents=["ppo"]))
     with pytest.raises(ConfigError, match="Unknown agent 'sac'"):
         expand(load_suite("quick"), "out", agents=["sac"])
+    with pytest.raises(ConfigError, match="cube-single-play-singletask-task9-v0 not in the suite"):
+        expand(load_suite("ogbench-cpu"), "out", tasks=["cube-single-play-singletask-task9-v0"])
 
 
 def _final_params(run_dir):

@@ -107,8 +107,10 @@ def load_suite(name_or_path: str) -> dict:
 
 
 def expand(suite: dict, out: str, agents: list[str] | None = None, seeds: list[int] | None = None,
-           preset: str | None = None) -> list[Cell]:
-    """The suite's grid as cells, seed-major (an interrupted study has every agent at the same seeds)."""
+           preset: str | None = None, tasks: list[str] | None = None) -> list[Cell]:
+    """The suite's grid as cells, seed-major (an interrupted study has every agent at the same seeds).
+    `tasks` picks a subset of the suite's tasks (one environment of a study, say); unlike agents it may
+    not add tasks, so a suite's output directory only ever holds that suite's tasks."""
     from evor.data.registry import parse_task_name
 
     agents = agents or suite["agents"]
@@ -116,11 +118,15 @@ def expand(suite: dict, out: str, agents: list[str] | None = None, seeds: list[i
         parse_label(label)
     for task in suite["tasks"]:
         parse_task_name(task)
+    unknown = [t for t in tasks or [] if t not in suite["tasks"]]
+    if unknown:
+        raise ConfigError(f"Task(s) {', '.join(unknown)} not in the suite; it has {', '.join(suite['tasks'])}.")
+    tasks = tasks or suite["tasks"]
     overrides = tuple(sorted(suite.get("overrides", {}).items()))
     data_dir = suite_data_dir(suite, out)
     return [Cell(task, label, seed, preset or suite["preset"], suite.get("episodes", 50), str(out), overrides,
                  data_dir)
-            for seed in (seeds or suite["seeds"]) for task in suite["tasks"] for label in agents]
+            for seed in (seeds or suite["seeds"]) for task in tasks for label in agents]
 
 
 def suite_data_dir(suite: dict, out) -> str | None:
@@ -287,9 +293,9 @@ class _one_core:
 
 
 def bench(suite_name: str, out: str, agents=None, seeds=None, preset=None, backend: str = "local", jobs: int = 1,
-          address: str | None = None, num_gpus: float = 0) -> dict:
+          address: str | None = None, num_gpus: float = 0, tasks: list[str] | None = None) -> dict:
     suite = load_suite(suite_name)
-    cells = expand(suite, out, agents, seeds, preset)
+    cells = expand(suite, out, agents, seeds, preset, tasks)
     print(f"[bench] suite {suite_name}: {len(cells)} cells ({sum(c.done() for c in cells)} finished) -> {out}",
           flush=True)
     prepare_data(suite, cells, workers=max(1, jobs))

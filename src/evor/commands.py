@@ -75,6 +75,7 @@ def add_commands(sub, int_list, float_list):
                                       "resumes partial ones, then writes the report")
     bn.add_argument("suite", help="a suite name (quick, manipulation) or a suite .json file")
     bn.add_argument("--agents", default=None, help="comma-separated subset, e.g. evor,qc5")
+    bn.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
     bn.add_argument("--seeds", type=int_list, default=None)
     bn.add_argument("--preset", default=None, help="override the suite's preset")
     bn.add_argument("--backend", default="local", choices=["local", "ray"])
@@ -309,8 +310,9 @@ def cmd_bench(args):
         raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
     out = args.out or f"runs/bench/{Path(args.suite).stem}"
     agents = args.agents.split(",") if args.agents else None
+    tasks = args.tasks.split(",") if args.tasks else None
     summary = bench(args.suite, out, agents, args.seeds, args.preset, args.backend, jobs, args.address,
-                    args.gpus_per_cell)
+                    args.gpus_per_cell, tasks)
     print(Path(out, "report", "report.md").read_text())
     print(f"{len(summary['cells'])} cells in {summary['seconds']:.0f} s; report: {Path(out, 'report', 'report.html')}")
 
