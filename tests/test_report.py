@@ -273,3 +273,29 @@ def test_a_run_extended_past_its_cell_result_has_no_final_score_until_evaluated_
     assert "none yet" in (tmp_path / "report" / "report.md").read_text()
     (path / "compare_eval.json").write_text(json.dumps({"success_rate": 0.5, "episodes": 50, "step": 1000}))
     assert write_report([tmp_path], tmp_path / "report")["per_task"][0]["final_mean"] == pytest.approx(0.5)
+
+
+def test_archived_records_give_the_same_report_without_checkpoints(runs, tmp_path):
+    from evor.errors import EvorError
+    from evor.rundir import archive_records
+
+    root, _ = runs
+    some_run = next(root.rglob("compare_eval.json")).parent
+    (some_run / "checkpoints").mkdir()
+    (some_run / "checkpoints" / "step_00001000.ckpt").write_bytes(b"weights")
+    archived = archive_records([root], tmp_path / "archive")
+    assert len(archived) == 12
+    assert not list((tmp_path / "archive").rglob("checkpoints"))
+    assert not list((tmp_path / "archive").rglob("*.tmp*"))  # atomic writes leave nothing behind
+    original = write_report([root], tmp_path / "report-original")
+    copy = write_report([tmp_path / "archive"], tmp_path / "report-archive")
+    for table in ("per_task", "per_environment", "sweeps", "differences", "beside_papers"):
+        assert copy[table] == original[table], table
+    # Archiving again updates in place; two sources that would land on the same path are refused first.
+    assert archive_records([root], tmp_path / "archive") == archived
+    other = _fake_run(tmp_path / "other", "cube-single-play-singletask-task1-v0", "evor", 0, 0.1, [(1000, 0.1)])
+    with pytest.raises(EvorError, match="would both archive to"):
+        archive_records([root, tmp_path / "other"], tmp_path / "archive2")
+    assert not (tmp_path / "archive2").exists()
+    with pytest.raises(EvorError, match="may not overlap"):
+        archive_records([other], other / "inside")

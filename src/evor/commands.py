@@ -71,6 +71,13 @@ def add_commands(sub, int_list, float_list):
     rp.add_argument("--out", default="report", help="output directory (default ./report)")
     rp.set_defaults(func=cmd_report)
 
+    ar = sub.add_parser("archive", help="copy runs' records (config, versions, metrics, evaluations; no "
+                                        "checkpoints) to a directory that `evor report` reads, small enough to commit")
+    ar.add_argument("paths", nargs="+", help="run directories, or directories to search for runs")
+    ar.add_argument("--out", required=True, help="archive directory; runs keep their paths relative to each "
+                                                 "argument, and records already there are updated")
+    ar.set_defaults(func=cmd_archive)
+
     bn = sub.add_parser("bench", help="run a study (suite of tasks x agents x seeds): skips finished cells, "
                                       "resumes partial ones, then writes the report")
     bn.add_argument("suite", help="a suite name (quick, manipulation) or a suite .json file")
@@ -298,6 +305,13 @@ def cmd_report(args):
     summary = write_report(args.paths, args.out)
     print((Path(args.out) / "report.md").read_text())
     print(f"{len(summary['runs'])} runs; report: {Path(args.out) / 'report.html'}")
+
+
+def cmd_archive(args):
+    from evor.rundir import archive_records
+
+    archived = archive_records(args.paths, args.out)
+    print(f"{len(archived)} run records in {args.out}; `evor report {args.out}` reads them")
 
 
 def cmd_bench(args):

@@ -27,7 +27,7 @@ import numpy as np
 
 from evor.data.files import atomic_path, atomic_write_json, atomic_write_text
 from evor.errors import EvorError
-from evor.rundir import CELL_RESULT, CONFIG, DIAGNOSTICS, EVALUATION_FILES, METRICS, is_run_dir, read_metrics
+from evor.rundir import CELL_RESULT, CONFIG, DIAGNOSTICS, EVALUATION_FILES, find_runs, read_metrics
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -151,18 +151,6 @@ def _only_candidates_differ(settings: dict, defaults: dict) -> bool:
 
 def environment_of(task: str) -> str:
     return task.split("-singletask")[0]
-
-
-def find_runs(paths) -> list[Path]:
-    found = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise EvorError(f"{path}: no such file or directory.")
-        candidates = [path] if (path / CONFIG).exists() else sorted(p.parent for p in path.rglob(CONFIG))
-        found += [p for p in candidates if is_run_dir(p)]
-    if not found:
-        raise EvorError(f"No run directories ({CONFIG} + {METRICS}) under {', '.join(map(str, paths))}.")
-    return sorted(set(found))
 
 
 def _read_json(path: Path):

@@ -8,6 +8,9 @@
   sweep.json, eval.json, quickstart_eval.json   evaluation results (evor.sweep), read by evor report
   compare_eval.json  a study cell's final evaluation (evor.bench)
   diagnostics.json   `evor diagnose`
+
+Everything but checkpoints/ (and the CSV copy of the metrics) is the run's *record*: what `evor report`
+reads. `evor archive` copies records alone, small enough to commit next to the results they back.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+
+from evor.data.files import atomic_path
+from evor.errors import EvorError
 
 CONFIG = "config.json"
 VERSIONS = "versions.json"
@@ -24,10 +30,50 @@ DIAGNOSTICS = "diagnostics.json"
 CELL_RESULT = "compare_eval.json"
 # Every file of evaluation results the library writes (`evor sweep`, `evor eval`, `evor quickstart`).
 EVALUATION_FILES = ("sweep.json", "eval.json", "quickstart_eval.json")
+RECORD_FILES = (CONFIG, VERSIONS, METRICS, CELL_RESULT, DIAGNOSTICS, *EVALUATION_FILES)
 
 
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / CONFIG).exists() and (Path(path) / METRICS).exists()
+
+
+def find_runs(paths) -> list[Path]:
+    """Every run directory at or under `paths`."""
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise EvorError(f"{path}: no such file or directory.")
+        candidates = [path] if (path / CONFIG).exists() else sorted(p.parent for p in path.rglob(CONFIG))
+        found += [p for p in candidates if is_run_dir(p)]
+    if not found:
+        raise EvorError(f"No run directories ({CONFIG} + {METRICS}) under {', '.join(map(str, paths))}.")
+    return sorted(set(found))
+
+
+def archive_records(paths, out) -> list[Path]:
+    """Copy the record files of every run under `paths` to `out`, each run at its path relative to the
+    argument it was found under (a run given directly keeps its own name). Checkpoints stay behind.
+    Every destination is checked before anything is written, and each file is written atomically, so a
+    failed archive leaves no half-written file. Returns the archived run directories."""
+    out = Path(out).resolve()
+    plan: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        root = path.resolve()
+        for run in find_runs([path]):
+            run = run.resolve()
+            if out == run or out in run.parents or run in out.parents:
+                raise EvorError(f"{out}: the archive may not overlap the run {run}.")
+            target = out / (run.relative_to(root) if run != root else Path(run.name))
+            if target in plan and plan[target] != run:
+                raise EvorError(f"{plan[target]} and {run} would both archive to {target}; archive them apart.")
+            plan[target] = run
+    for target, run in plan.items():
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (run / name).exists():
+                with atomic_path(target / name) as tmp:
+                    Path(tmp).write_bytes((run / name).read_bytes())
+    return sorted(plan)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
