@@ -67,6 +67,23 @@ def test_a_dead_worker_is_reported():
         evaluate_policy(CrashingEnv, noisy_policy, 4, pool_size=2, workers=2)
 
 
+def test_a_worker_whose_parent_is_gone_exits_quietly_and_closes_its_environments():
+    import multiprocessing
+
+    from evor.evaluate import _worker
+
+    closed = []
+
+    class RecordingEnv(DriftEnv):
+        def close(self):
+            closed.append(True)
+
+    parent, child = multiprocessing.Pipe()
+    parent.close()  # the parent died (killed): the worker's next read is EOF
+    _worker(child, RecordingEnv, 2)  # must return, not raise EOFError
+    assert closed == [True, True]
+
+
 class CrashingEnv(DriftEnv):
     def step(self, action):
         import os

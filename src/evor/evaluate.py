@@ -54,6 +54,10 @@ def _worker(connection, make_env, count: int):
                 connection.send(out)
             else:
                 break
+    except (EOFError, KeyboardInterrupt):
+        # The parent is gone (killed, or Ctrl-C reached the whole process group). It reports what
+        # happened; a traceback from every worker would only bury that message.
+        pass
     finally:
         for env in envs:
             env.close()
