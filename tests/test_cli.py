@@ -200,7 +200,7 @@ def test_diagnose_scores_the_return_distribution_of_a_run(tiny_run, tmp_path):
 
     out = tmp_path / "diag.json"
     code, text, err = run_cli("diagnose", str(tiny_run), "--transitions", "64", "--samples", "8", "--episodes", "2",
-                              "--max-tail", "1", "--out", str(out), timeout=300)
+                              "--max-tail", "1", "--ranking-states", "8", "--out", str(out), timeout=300)
     assert code == 0, err
     report = json.loads(out.read_text())
     v = report["validation"]
@@ -211,6 +211,11 @@ def test_diagnose_scores_the_return_distribution_of_a_run(tiny_run, tmp_path):
     assert "PIT histogram" in text and "tilt at tau_Q" in text
     # a tilt with tau_Q > 0 never reads below the mean of the samples it tilts (Jensen), in any model
     assert v["tilt"]["tau_q"] == 0.05 and v["tilt"]["q_star_all_samples_mean"] >= v["model_mean"] - 1e-3
+    ranking = report["ranking"]
+    assert ranking["states"] == 8 and ranking["candidates"] == ranking["settings"]["num_candidates"] > 1
+    assert ranking["reference_readouts"] == 16
+    assert 0 <= ranking["top1"] <= 1 and ranking["regret"] >= 0 and ranking["noise"] > 0  # a flow samples
+    assert f"ranking of {ranking['candidates']} candidates at 8 states" in text
 
 
 def test_diagnose_rejects_a_baseline_run(tmp_path_factory):

@@ -7,7 +7,7 @@ import pytest
 
 from evor.agents.evor import ReturnScale
 from evor.data.dataset import Dataset
-from evor.diagnostics import crps, distribution_scores, monte_carlo_rows, tilt_summary
+from evor.diagnostics import crps, distribution_scores, monte_carlo_rows, ranking_scores, tilt_summary
 
 
 def _normal_cdf(x):
@@ -112,3 +112,44 @@ def test_chunked_agents_are_diagnosed_on_recorded_chunks_that_fit_their_trajecto
     np.testing.assert_allclose(chunks, [[0.0, 0.1], [0.1, 0.2], [0.2, 0.2], [0.3, 0.4], [0.4, 0.5]])
     _, _, single = with_actions(data, rows, returns, 1, 0.5)
     np.testing.assert_allclose(single, actions)
+
+
+def _readouts(signal: float, noise: float, states: int = 40_000, candidates: int = 2, seed: int = 3):
+    """Reference values ~ N(0, signal) per candidate; two readouts = reference + independent N(0, noise)."""
+    rng = np.random.default_rng(seed)
+    reference = rng.normal(0, signal, (states, candidates))
+    return (reference, reference + rng.normal(0, noise, reference.shape),
+            reference + rng.normal(0, noise, reference.shape))
+
+
+def test_ranking_of_two_candidates_matches_the_bivariate_normal_closed_form():
+    # With two candidates the readout picks the reference's best when the sign of their difference
+    # survives the noise: P = 1/2 + arcsin(rho) / pi, rho = signal / sqrt(signal^2 + noise^2) (Sheppard).
+    # Two readouts agree with each other: rho' = signal^2 / (signal^2 + noise^2).
+    for signal, noise in ((1.0, 0.5), (1.0, 1.0), (0.5, 2.0)):
+        scores = ranking_scores(*_readouts(signal, noise))
+        rho = signal / math.hypot(signal, noise)
+        assert abs(scores["top1"] - (0.5 + math.asin(rho) / math.pi)) < 0.01, (signal, noise, scores)
+        assert abs(scores["repeat_top1"] - (0.5 + math.asin(rho ** 2) / math.pi)) < 0.01
+        # per state: the std of two N(0, s^2) values is |x1 - x2| / 2, mean s / sqrt(pi); the noise estimate
+        # sqrt((d1^2 + d2^2) / 4) with d ~ N(0, 2 n^2) has mean n sqrt(pi) / 2
+        assert abs(scores["spread"] - signal / math.sqrt(math.pi)) < 0.01 * signal
+        assert abs(scores["noise"] - noise * math.sqrt(math.pi) / 2) < 0.01 * noise
+
+
+def test_a_noiseless_readout_ranks_as_its_reference_and_noise_costs_regret():
+    reference, _, _ = _readouts(1.0, 0.0, states=2000, candidates=16)
+    exact = ranking_scores(reference, reference, reference)
+    assert exact["top1"] == exact["repeat_top1"] == 1.0 and exact["regret"] == 0.0
+    assert exact["noise"] == 0.0 and exact["signal_to_noise"] is None
+    assert abs(exact["rank_correlation"] - 1.0) < 1e-12
+    # E[std over 16 draws of N(0, 1)] = sqrt(15 / 16) c4(16) = 0.968 * 0.9835
+    assert abs(exact["spread"] - 0.952) < 0.02
+    # Gaussian readouts: E[reference | readout] = readout / (1 + n^2), so the pick's reference value is
+    # E[max of 16 readouts] / (1 + n^2) = 1.766 / sqrt(1 + n^2), and regret = 1.766 (1 - 1 / sqrt(1 + n^2)),
+    # with 1.766 = E[max of 16 N(0, 1)]: from 0 without noise to a random pick's 1.766.
+    for noise in (0.1, 1.0, 10.0):
+        regret = ranking_scores(*_readouts(1.0, noise, states=20_000, candidates=16))["regret"]
+        assert abs(regret - 1.766 * (1 - 1 / math.hypot(1, noise))) < 0.02, (noise, regret)
+    with pytest.raises(ValueError, match="states, candidates >= 2"):
+        ranking_scores(reference[:, :1], reference[:, :1], reference[:, :1])

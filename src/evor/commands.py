@@ -60,6 +60,8 @@ def add_commands(sub, int_list, float_list):
     dg.add_argument("--max-tail", type=float, default=0.01,
                     help="use transitions whose unknown return tail weighs at most this (gamma^K at a cut-off)")
     dg.add_argument("--episodes", type=int, default=20, help="episodes for Q* at initial states (0: skip)")
+    dg.add_argument("--ranking-states", type=int, default=128,
+                    help="validation states at which acting's ranking of pi_ref's candidates is scored (0: skip)")
     dg.add_argument("--seed", type=int, default=0)
     dg.add_argument("--step", type=int, default=None)
     dg.add_argument("--out", default=None, help="default RUN_DIR/diagnostics.json")
@@ -276,10 +278,11 @@ def cmd_diagnose(args):
     for name in ("transitions", "samples"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.episodes < 0 or not 0 <= args.max_tail <= 1:
-        raise ConfigError("--episodes must be >= 0 and --max-tail in [0, 1].")
+    if args.episodes < 0 or args.ranking_states < 0 or not 0 <= args.max_tail <= 1:
+        raise ConfigError("--episodes and --ranking-states must be >= 0 and --max-tail in [0, 1].")
     run = load_run(args.run_dir, step=args.step)
-    report = diagnose(run, args.transitions, args.samples, args.max_tail, args.seed, args.episodes)
+    report = diagnose(run, args.transitions, args.samples, args.max_tail, args.seed, args.episodes,
+                      args.ranking_states)
     out = Path(args.out) if args.out else Path(args.run_dir) / "diagnostics.json"
     atomic_write_json(out, report)
     v = report["validation"]
@@ -292,6 +295,13 @@ def cmd_diagnose(args):
     t = v["tilt"]
     print(f"  tilt at tau_Q {t['tau_q']:g}: Q* {t['q_star_mean']:.2f} from {t['num_return_samples']} samples "
           f"per member as the flow acts, {t['q_star_all_samples_mean']:.2f} from all; model mean {v['model_mean']:.2f}")
+    if "ranking" in report:
+        r = report["ranking"]
+        snr = "no noise" if r["signal_to_noise"] is None else f"signal/noise {r['signal_to_noise']:.2f}"
+        print(f"  ranking of {r['candidates']} candidates at {r['states']} states: spread {r['spread']:.3f}, "
+              f"readout noise {r['noise']:.3f} ({snr}); picks the reference's best {100 * r['top1']:.0f}%, "
+              f"repeats its pick {100 * r['repeat_top1']:.0f}%, regret {r['regret']:.3f}, "
+              f"rank correlation {r['rank_correlation']:.2f}")
     if "initial_states" in report:
         s = report["initial_states"]
         print(f"  initial states ({s['episodes']} episodes): predicted Q* {s['predicted_q_star_mean']:.2f}, "

@@ -15,6 +15,13 @@ the true Z(s, a). With K samples from the learned Z at the same (s, a):
             default tau_Q, estimated from M samples per ensemble member as acting does, and from all K
             (closer to the tilt itself; the M-sample estimate is biased low, by Jensen). Beside the
             model mean, it says how far above pi_ref's average future the score of an action sits.
+  ranking   what acting does with Q*: at validation states, N candidates from pi_ref as acting draws
+            them, scored by acting's own estimator with independent noise, twice, and as the reference
+            the mean of many more such readouts (what one readout estimates). The candidates' spread
+            of the reference is the signal a choice can use; the readout's noise is what blurs it; how
+            often one readout picks the reference's best candidate, and the reference value it gives
+            up when it does not (regret), say how much of the model's ranking reaches the choice.
+            These judge the choice by the model's own values, not by the returns the actions would get.
 
 Only transitions whose return-to-go is known to within `max_tail` of discount weight are used:
 a trajectory cut off by the dataset's episode length leaves an unknown tail (its bootstrap weight
@@ -105,6 +112,76 @@ def tilt_summary(samples: np.ndarray, scale, tau_q: float, num_return_samples: i
             "q_star_mean": float(np.mean(acting)), "q_star_all_samples_mean": float(np.mean(all_samples))}
 
 
+def ranking_scores(reference: np.ndarray, first: np.ndarray, second: np.ndarray) -> dict:
+    """How well a noisy readout ranks candidates. All arrays (S states, N candidates): `reference` the
+    value each candidate's readout estimates, `first` and `second` two independent readouts of it.
+
+    spread   mean over states of the std of `reference` across candidates (the signal);
+    noise    mean over states of the readout's noise, rms(first - second) / sqrt(2);
+    top1     how often the readout's argmax is the reference's argmax; repeat_top1 how often two
+             readouts agree on it; regret the mean of max(reference) - reference[readout's argmax];
+    rank_correlation  mean over states of the Spearman correlation of a readout with the reference.
+    """
+    reference, first, second = (np.asarray(x, np.float64) for x in (reference, first, second))
+    if reference.ndim != 2 or reference.shape[1] < 2 or first.shape != reference.shape or second.shape != reference.shape:
+        raise ValueError(f"reference and both readouts must be (states, candidates >= 2), got {reference.shape}, "
+                         f"{first.shape} and {second.shape}")
+    rows = np.arange(len(reference))
+    pick, again, best = first.argmax(axis=1), second.argmax(axis=1), reference.argmax(axis=1)
+
+    def ranks(x):
+        return x.argsort(axis=1).argsort(axis=1).astype(np.float64)
+
+    def spearman(a, b):
+        a, b = ranks(a), ranks(b)
+        a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+        denominator = np.sqrt((a ** 2).sum(axis=1) * (b ** 2).sum(axis=1))
+        return np.where(denominator > 0, (a * b).sum(axis=1) / np.where(denominator > 0, denominator, 1), 0.0)
+
+    spread = float(reference.std(axis=1).mean())
+    noise = float(np.sqrt(((first - second) ** 2).mean(axis=1) / 2).mean())
+    return {"states": int(reference.shape[0]), "candidates": int(reference.shape[1]),
+            "spread": spread, "noise": noise, "signal_to_noise": spread / noise if noise > 0 else None,
+            "top1": float(np.mean(pick == best)), "repeat_top1": float(np.mean(pick == again)),
+            "regret": float(np.mean(reference[rows, best] - reference[rows, pick])),
+            "rank_correlation": float(np.mean(spearman(first, reference)))}
+
+
+def candidate_ranking(run, observations, seed: int = 0, reference_readouts: int = 16, batch: int = 16) -> dict:
+    """`ranking_scores` of the run's own acting at these observations (return units): N candidates from
+    pi_ref as acting draws them, two readouts of Q* at the run's settings, and as the reference the mean
+    of `reference_readouts` further independent readouts, i.e. what one readout estimates. (Not Q* from
+    many more samples: at a small tau_Q the M-sample estimate sits near the largest of its M samples, a
+    different quantity from the tilt itself, so the two would disagree by that bias, not by noise.)
+    Models with an exact tilt read without noise."""
+    agent, settings = run.agent, run.settings()
+    if settings.num_candidates < 2:
+        raise EvorError("ranking needs at least 2 candidates (the run's num_candidates is 1).")
+    n = settings.num_candidates
+
+    @jax.jit
+    def score(obs, key):
+        candidate_key, value_key = jax.random.split(key)
+        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
+        candidates = agent.sample_actions(run.state["actor"], obs_n, candidate_key, settings.action_flow_steps)
+        keys = jax.random.split(value_key, 2 + reference_readouts)
+        q = jax.lax.map(lambda k: agent.q_star(run.state, obs_n, candidates, k, settings), keys)  # (R, B, N)
+        return agent.return_scale.from_unit(q)
+
+    observations = np.asarray(observations, np.float32)
+    key, out = jax.random.PRNGKey(seed), []
+    for start in range(0, len(observations), batch):
+        key, batch_key = jax.random.split(key)
+        obs = observations[start:start + batch]
+        pad = batch - len(obs)  # keep one compiled shape
+        if pad:
+            obs = np.concatenate([obs, np.zeros((pad, obs.shape[1]), np.float32)])
+        out.append(np.asarray(score(jnp.asarray(obs), batch_key))[:, :batch - pad])
+    readouts = np.concatenate(out, axis=1)
+    return {**ranking_scores(readouts[2:].mean(axis=0), readouts[0], readouts[1]),
+            "reference_readouts": int(reference_readouts), "settings": dataclasses.asdict(settings)}
+
+
 def monte_carlo_rows(dataset, discount: float, max_tail: float = 0.01):
     """(rows, returns-to-go) of the transitions whose return-to-go is known up to `max_tail` weight."""
     targets = multistep_targets(dataset, discount, horizon=0)
@@ -177,8 +254,9 @@ def initial_state_values(run, episodes: int, seed: int) -> dict:
 
 
 def diagnose(run, num_transitions: int = 2000, num_samples: int = 64, max_tail: float = 0.01, seed: int = 0,
-             initial_episodes: int = 20) -> dict:
-    """Calibration of Z on the run's validation split, and Q* at initial states vs evaluated returns."""
+             initial_episodes: int = 20, ranking_states: int = 128) -> dict:
+    """Calibration of Z on the run's validation split, how acting ranks pi_ref's candidates at some of its
+    states, and Q* at initial states vs evaluated returns."""
     if not hasattr(run.agent, "sample_returns"):
         raise EvorError(f"diagnose needs a return-distribution agent (evor); {run.run_dir} is "
                         f"'{run.config.agent_name}'.")
@@ -200,6 +278,8 @@ def diagnose(run, num_transitions: int = 2000, num_samples: int = 64, max_tail: 
     settings = run.settings()
     report["validation"]["tilt"] = tilt_summary(samples, run.agent.return_scale, settings.tau_q,
                                                 settings.num_return_samples, run.agent.config.num_return_flows)
+    if ranking_states and settings.num_candidates > 1:
+        report["ranking"] = candidate_ranking(run, val.observations[rows[:ranking_states]], seed=seed)
     if initial_episodes:
         report["initial_states"] = initial_state_values(run, initial_episodes, seed=30_000 + seed)
     return report
