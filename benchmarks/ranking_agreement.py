@@ -1,0 +1,84 @@
+"""Do two EVOR runs rank the same candidates alike? (docs/ablations.md, "Why 10-step targets act worse")
+
+At validation states of RUN_A's task, N candidates are drawn from RUN_A's pi_ref; every run given scores
+the same candidates with its own acting readout of Q* (its run's inference settings), averaged over
+R independent readouts, i.e. the value one readout estimates. Printed: for each pair of runs, the mean
+over states of the Spearman correlation of their candidate values; for each run, that of one readout
+with its own average (how much of its ranking survives one readout's noise).
+
+    python benchmarks/ranking_agreement.py RUN_A RUN_B [RUN_C ...] [--states 128] [--readouts 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.argsort(axis=1).argsort(axis=1).astype(np.float64)
+    b = b.argsort(axis=1).argsort(axis=1).astype(np.float64)
+    a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    return (a * b).sum(axis=1) / np.sqrt((a ** 2).sum(axis=1) * (b ** 2).sum(axis=1))
+
+
+def readouts(run, obs_n, candidates, key, count: int) -> np.ndarray:
+    """(count, B, N) acting readouts of Q* in return units."""
+    settings = run.settings()
+    keys = jax.random.split(key, count)
+    q = jax.lax.map(lambda k: run.agent.q_star(run.state, obs_n, candidates, k, settings), keys)
+    return np.asarray(run.agent.return_scale.from_unit(q))
+
+
+def main(argv=None) -> int:
+    from evor.data.dataset import load_task
+    from evor.train import load_run
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--states", type=int, default=128)
+    parser.add_argument("--readouts", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if len(args.runs) < 2 or args.states < 1 or args.readouts < 2:
+        parser.error("give at least two runs, --states >= 1 and --readouts >= 2")
+    runs = [load_run(path) for path in args.runs]
+    first = runs[0]
+    if any(run.config.task != first.config.task for run in runs):
+        parser.error("all runs must be of one task")
+    _, _, val = load_task(first.config.task, data_dir=first.config.data_dir, env=False)
+    rng = np.random.default_rng(args.seed)
+    states = val.observations[np.sort(rng.choice(len(val.observations), args.states, replace=False))]
+    n = first.settings().num_candidates
+    key = jax.random.PRNGKey(args.seed)
+    values = {i: [] for i in range(len(runs))}  # per run: (R, B, N) chunks
+    for start in range(0, args.states, 16):
+        key, candidate_key, value_key = jax.random.split(key, 3)
+        obs = jnp.asarray(states[start:start + 16], jnp.float32)
+        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
+        candidates = first.agent.sample_actions(first.state["actor"], obs_n, candidate_key,
+                                                first.settings().action_flow_steps)
+        for i, run in enumerate(runs):
+            values[i].append(readouts(run, obs_n, candidates, jax.random.fold_in(value_key, i), args.readouts))
+    values = {i: np.concatenate(v, axis=1) for i, v in values.items()}
+    averages = {i: v[1:].mean(axis=0) for i, v in values.items()}  # readout 0 left out: one independent readout
+    print(f"{args.states} validation states of {first.config.task}, {n} candidates from {args.runs[0]}'s pi_ref, "
+          f"{args.readouts} readouts each")
+    for i, path in enumerate(args.runs):
+        noisy = values[i][0]
+        same = np.all(noisy == averages[i])
+        rho = 1.0 if same else float(np.nanmean(spearman_rows(noisy, averages[i])))
+        print(f"  [{i}] {path}: one readout vs its own average: Spearman {rho:.2f}")
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            rho = float(np.nanmean(spearman_rows(averages[i], averages[j])))
+            print(f"  [{i}] vs [{j}] averages: Spearman {rho:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
