@@ -19,13 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.argsort(axis=1).argsort(axis=1).astype(np.float64)
-    b = b.argsort(axis=1).argsort(axis=1).astype(np.float64)
-    a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
-    return (a * b).sum(axis=1) / np.sqrt((a ** 2).sum(axis=1) * (b ** 2).sum(axis=1))
-
-
 def readouts(run, obs_n, candidates, key, count: int) -> np.ndarray:
     """(count, B, N) acting readouts of Q* in return units."""
     settings = run.settings()
@@ -36,6 +29,7 @@ def readouts(run, obs_n, candidates, key, count: int) -> np.ndarray:
 
 def main(argv=None) -> int:
     from evor.data.dataset import load_task
+    from evor.diagnostics import spearman_rows
     from evor.train import load_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,12 +64,11 @@ def main(argv=None) -> int:
           f"{args.readouts} readouts each")
     for i, path in enumerate(args.runs):
         noisy = values[i][0]
-        same = np.all(noisy == averages[i])
-        rho = 1.0 if same else float(np.nanmean(spearman_rows(noisy, averages[i])))
+        rho = 1.0 if np.all(noisy == averages[i]) else float(np.mean(spearman_rows(noisy, averages[i])))
         print(f"  [{i}] {path}: one readout vs its own average: Spearman {rho:.2f}")
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):
-            rho = float(np.nanmean(spearman_rows(averages[i], averages[j])))
+            rho = float(np.mean(spearman_rows(averages[i], averages[j])))
             print(f"  [{i}] vs [{j}] averages: Spearman {rho:.2f}")
     return 0
 

@@ -218,6 +218,18 @@ def test_diagnose_scores_the_return_distribution_of_a_run(tiny_run, tmp_path):
     assert f"ranking of {ranking['candidates']} candidates at 8 states" in text
 
 
+def test_ranking_agreement_benchmark_compares_runs_on_shared_candidates(tiny_run):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ranking_agreement.py"
+    done = subprocess.run([sys.executable, str(script), str(tiny_run), str(tiny_run), "--states", "4",
+                           "--readouts", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("one readout vs its own average") == 2 and "[0] vs [1] averages: Spearman" in done.stdout
+
+
 def test_diagnose_rejects_a_baseline_run(tmp_path_factory):
     from evor.data.generate import generate_dataset
     from evor.train import make_config, train

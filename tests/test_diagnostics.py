@@ -7,7 +7,7 @@ import pytest
 
 from evor.agents.evor import ReturnScale
 from evor.data.dataset import Dataset
-from evor.diagnostics import crps, distribution_scores, monte_carlo_rows, ranking_scores, tilt_summary
+from evor.diagnostics import crps, distribution_scores, monte_carlo_rows, ranking_scores, spearman_rows, tilt_summary
 
 
 def _normal_cdf(x):
@@ -153,3 +153,15 @@ def test_a_noiseless_readout_ranks_as_its_reference_and_noise_costs_regret():
         assert abs(regret - 1.766 * (1 - 1 / math.hypot(1, noise))) < 0.02, (noise, regret)
     with pytest.raises(ValueError, match="states, candidates >= 2"):
         ranking_scores(reference[:, :1], reference[:, :1], reference[:, :1])
+
+
+def test_spearman_rows_on_orders_with_known_correlations():
+    a = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [0.1, 0.4, 0.2, 0.3]])
+    b = np.array([[10.0, 20.0, 30.0, 40.0], [4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0], [1.0, 4.0, 2.0, 3.0]])
+    np.testing.assert_allclose(spearman_rows(a, b), [1.0, -1.0, 0.0, 1.0])
+    # ranks (0, 1, 3, 2) vs (0, 1, 2, 3): 1 - 6 * sum d^2 / (n (n^2 - 1)) = 1 - 12 / 60
+    np.testing.assert_allclose(spearman_rows(np.array([[1.0, 2.0, 4.0, 3.0]]), np.array([[1.0, 2.0, 3.0, 4.0]])), [0.8])
+    # ties share their average rank: (1.5, 1.5, 3, 4) against (1, 2, 3, 4)
+    tied = np.array([1.5, 1.5, 3, 4]) - 2.5
+    expected = (tied * (np.arange(1, 5) - 2.5)).sum() / np.sqrt((tied ** 2).sum() * 5)
+    np.testing.assert_allclose(spearman_rows(np.array([[7.0, 7.0, 8.0, 9.0]]), np.array([[1.0, 2.0, 3.0, 4.0]])), [expected])

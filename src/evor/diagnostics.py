@@ -112,6 +112,17 @@ def tilt_summary(samples: np.ndarray, scale, tau_q: float, num_return_samples: i
             "q_star_mean": float(np.mean(acting)), "q_star_all_samples_mean": float(np.mean(all_samples))}
 
 
+def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row of a with the same row of b (S, N) -> (S,): the Pearson correlation
+    of their ranks, ties sharing their average rank; 0 for a constant row."""
+    from scipy.stats import rankdata
+
+    a, b = rankdata(a, axis=1), rankdata(b, axis=1)
+    a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((a ** 2).sum(axis=1) * (b ** 2).sum(axis=1))
+    return np.where(denominator > 0, (a * b).sum(axis=1) / np.where(denominator > 0, denominator, 1), 0.0)
+
+
 def ranking_scores(reference: np.ndarray, first: np.ndarray, second: np.ndarray) -> dict:
     """How well a noisy readout ranks candidates. All arrays (S states, N candidates): `reference` the
     value each candidate's readout estimates, `first` and `second` two independent readouts of it.
@@ -129,22 +140,13 @@ def ranking_scores(reference: np.ndarray, first: np.ndarray, second: np.ndarray)
     rows = np.arange(len(reference))
     pick, again, best = first.argmax(axis=1), second.argmax(axis=1), reference.argmax(axis=1)
 
-    def ranks(x):
-        return x.argsort(axis=1).argsort(axis=1).astype(np.float64)
-
-    def spearman(a, b):
-        a, b = ranks(a), ranks(b)
-        a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
-        denominator = np.sqrt((a ** 2).sum(axis=1) * (b ** 2).sum(axis=1))
-        return np.where(denominator > 0, (a * b).sum(axis=1) / np.where(denominator > 0, denominator, 1), 0.0)
-
     spread = float(reference.std(axis=1).mean())
     noise = float(np.sqrt(((first - second) ** 2).mean(axis=1) / 2).mean())
     return {"states": int(reference.shape[0]), "candidates": int(reference.shape[1]),
             "spread": spread, "noise": noise, "signal_to_noise": spread / noise if noise > 0 else None,
             "top1": float(np.mean(pick == best)), "repeat_top1": float(np.mean(pick == again)),
             "regret": float(np.mean(reference[rows, best] - reference[rows, pick])),
-            "rank_correlation": float(np.mean(spearman(first, reference)))}
+            "rank_correlation": float(np.mean(spearman_rows(first, reference)))}
 
 
 def candidate_ranking(run, observations, seed: int = 0, reference_readouts: int = 16, batch: int = 16) -> dict:
