@@ -19,17 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def readouts(run, obs_n, candidates, key, count: int) -> np.ndarray:
-    """(count, B, N) acting readouts of Q* in return units."""
-    settings = run.settings()
-    keys = jax.random.split(key, count)
-    q = jax.lax.map(lambda k: run.agent.q_star(run.state, obs_n, candidates, k, settings), keys)
-    return np.asarray(run.agent.return_scale.from_unit(q))
-
-
 def main(argv=None) -> int:
     from evor.data.dataset import load_task
-    from evor.diagnostics import spearman_rows
+    from evor.diagnostics import acting_readouts, draw_candidates, spearman_rows
+    from evor.errors import EvorError
     from evor.train import load_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,31 +33,31 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(args.runs) < 2 or args.states < 1 or args.readouts < 2:
         parser.error("give at least two runs, --states >= 1 and --readouts >= 2")
-    runs = [load_run(path) for path in args.runs]
+    try:
+        runs = [load_run(path) for path in args.runs]
+    except EvorError as error:
+        parser.error(str(error))
     first = runs[0]
     if any(run.config.task != first.config.task for run in runs):
         parser.error("all runs must be of one task")
     _, _, val = load_task(first.config.task, data_dir=first.config.data_dir, env=False)
     rng = np.random.default_rng(args.seed)
     states = val.observations[np.sort(rng.choice(len(val.observations), args.states, replace=False))]
-    n = first.settings().num_candidates
     key = jax.random.PRNGKey(args.seed)
     values = {i: [] for i in range(len(runs))}  # per run: (R, B, N) chunks
     for start in range(0, args.states, 16):
         key, candidate_key, value_key = jax.random.split(key, 3)
-        obs = jnp.asarray(states[start:start + 16], jnp.float32)
-        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
-        candidates = first.agent.sample_actions(first.state["actor"], obs_n, candidate_key,
-                                                first.settings().action_flow_steps)
+        obs_n, candidates = draw_candidates(first, jnp.asarray(states[start:start + 16], jnp.float32), candidate_key)
         for i, run in enumerate(runs):
-            values[i].append(readouts(run, obs_n, candidates, jax.random.fold_in(value_key, i), args.readouts))
+            values[i].append(np.asarray(acting_readouts(run, obs_n, candidates, jax.random.fold_in(value_key, i),
+                                                        args.readouts)))
     values = {i: np.concatenate(v, axis=1) for i, v in values.items()}
     averages = {i: v[1:].mean(axis=0) for i, v in values.items()}  # readout 0 left out: one independent readout
+    n = first.settings().num_candidates
     print(f"{args.states} validation states of {first.config.task}, {n} candidates from {args.runs[0]}'s pi_ref, "
           f"{args.readouts} readouts each")
     for i, path in enumerate(args.runs):
-        noisy = values[i][0]
-        rho = 1.0 if np.all(noisy == averages[i]) else float(np.mean(spearman_rows(noisy, averages[i])))
+        rho = float(np.mean(spearman_rows(values[i][0], averages[i])))
         print(f"  [{i}] {path}: one readout vs its own average: Spearman {rho:.2f}")
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):

@@ -149,6 +149,24 @@ def ranking_scores(reference: np.ndarray, first: np.ndarray, second: np.ndarray)
             "rank_correlation": float(np.mean(spearman_rows(first, reference)))}
 
 
+def draw_candidates(run, obs, key):
+    """(obs_n, candidates), each (B, N, dim): the run's N candidates per observation from its pi_ref, drawn
+    as acting draws them."""
+    settings = run.settings()
+    n = settings.num_candidates
+    obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
+    return obs_n, run.agent.sample_actions(run.state["actor"], obs_n, key, settings.action_flow_steps)
+
+
+def acting_readouts(run, obs_n, candidates, key, count: int):
+    """(count, B, N): `count` independent readouts of Q* of these candidates, each as the run's acting
+    reads it (its inference settings), in return units."""
+    settings = run.settings()
+    q = jax.lax.map(lambda k: run.agent.q_star(run.state, obs_n, candidates, k, settings),
+                    jax.random.split(key, count))
+    return run.agent.return_scale.from_unit(q)
+
+
 def candidate_ranking(run, observations, seed: int = 0, reference_readouts: int = 16, batch: int = 16) -> dict:
     """`ranking_scores` of the run's own acting at these observations (return units): N candidates from
     pi_ref as acting draws them, two readouts of Q* at the run's settings, and as the reference the mean
@@ -156,19 +174,15 @@ def candidate_ranking(run, observations, seed: int = 0, reference_readouts: int 
     many more samples: at a small tau_Q the M-sample estimate sits near the largest of its M samples, a
     different quantity from the tilt itself, so the two would disagree by that bias, not by noise.)
     Models with an exact tilt read without noise."""
-    agent, settings = run.agent, run.settings()
+    settings = run.settings()
     if settings.num_candidates < 2:
         raise EvorError("ranking needs at least 2 candidates (the run's num_candidates is 1).")
-    n = settings.num_candidates
 
     @jax.jit
     def score(obs, key):
         candidate_key, value_key = jax.random.split(key)
-        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
-        candidates = agent.sample_actions(run.state["actor"], obs_n, candidate_key, settings.action_flow_steps)
-        keys = jax.random.split(value_key, 2 + reference_readouts)
-        q = jax.lax.map(lambda k: agent.q_star(run.state, obs_n, candidates, k, settings), keys)  # (R, B, N)
-        return agent.return_scale.from_unit(q)
+        obs_n, candidates = draw_candidates(run, obs, candidate_key)
+        return acting_readouts(run, obs_n, candidates, value_key, 2 + reference_readouts)
 
     observations = np.asarray(observations, np.float32)
     key, out = jax.random.PRNGKey(seed), []
