@@ -75,6 +75,8 @@ def tiny_run(tmp_path_factory):
     (["--episodes", "0"], "--episodes must be >= 1"),
     (["--num-candidates", "a,b"], "expected comma-separated integers"),
     (["--step", "999"], "no checkpoint at step 999"),
+    (["--step", "100,999"], "no checkpoint at step 999 (kept: 100, 200)"),
+    (["--step", "last"], "expected 'all' or comma-separated checkpoint steps"),
     (["--return-noise", "common,antithetic"], "return_noise must be one of"),
     (["--inference", "turbo"], "Unknown inference preset 'turbo'"),
     (["--selection", "best"], "selection must be one of"),
@@ -96,6 +98,24 @@ def test_eval_writes_json_next_to_the_run(tiny_run):
     results = json.loads((tiny_run / "eval.json").read_text())["results"]
     assert [(r["settings"]["num_candidates"], r["settings"]["return_noise"]) for r in results] == [
         (1, "independent"), (1, "common"), (2, "independent"), (2, "common")]
+
+
+def test_eval_over_every_kept_checkpoint_scores_each_on_the_same_episodes(tiny_run, tmp_path):
+    # --step all evaluates the kept checkpoints in turn (tiny: steps 100 and 200) into one results file,
+    # each on the run's own evaluation block; a second run finds every setting done and evaluates nothing
+    import json
+
+    out = tmp_path / "steps.json"
+    code, out_text, err = run_cli("eval", str(tiny_run), "--step", "all", "--num-candidates", "1", "--episodes", "1",
+                                  "--out", str(out), "--quiet")
+    assert code == 0, err
+    assert "checkpoint 1/2: step 100" in out_text and "checkpoint 2/2: step 200" in out_text
+    results = json.loads(out.read_text())["results"]
+    assert [(r["step"], r["seed"]) for r in results] == [(100, 20000), (200, 20000)]
+    code, out_text, err = run_cli("eval", str(tiny_run), "--step", "200,100", "--num-candidates", "1",
+                                  "--episodes", "1", "--out", str(out), "--quiet")
+    assert code == 0 and out_text.count("already done, skipped") == 2, err
+    assert len(json.loads(out.read_text())["results"]) == 2
 
 
 def test_resume_continues_from_the_runs_own_config_and_checks_only_given_options(tiny_run, tmp_path):

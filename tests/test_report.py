@@ -251,6 +251,39 @@ def test_the_published_score_is_the_mean_of_the_last_three_evaluations(tmp_path)
     assert "published_mean" not in rows["cube-single-play-singletask-task2-v0"]  # last eval not at the end
 
 
+def test_a_long_run_without_periodic_evaluations_is_scored_by_its_last_three_evaluated_checkpoints(tmp_path):
+    # eval_every 0: no periodic curve, so the last-three score comes from the checkpoints evaluated at the
+    # default settings (`evor eval RUN --step all`); a non-default setting and a shorter re-evaluation of
+    # a step do not count, and the cell result is the final step's score.
+    task = "scene-play-singletask-task3-v0"
+    path = _fake_run(tmp_path, task, "evor", 0, None, [])
+    (path / "compare_eval.json").write_text(json.dumps({"success_rate": 0.2, "episodes": 50, "step": 1000}))
+    results = [{"settings": {}, "step": step, "episodes": 50, "success_rate": rate}
+               for step, rate in ((250, 0.04), (500, 0.0), (750, 0.16), (900, 0.22))]
+    results += [{"settings": {"num_candidates": 8}, "step": 900, "episodes": 50, "success_rate": 0.9},
+                {"settings": {}, "step": 750, "episodes": 5, "success_rate": 1.0}]
+    (path / "eval.json").write_text(json.dumps({"results": results}))
+    summary = write_report([tmp_path], tmp_path / "report")
+    row = summary["per_task"][0]
+    assert row["final_mean"] == pytest.approx(0.2)
+    assert row["published_mean"] == pytest.approx((0.16 + 0.22 + 0.2) / 3)
+    [checkpoints] = summary["checkpoints"]
+    assert [(c["step"], c["success"]) for c in checkpoints["scores"]] == [
+        (250, 0.04), (500, 0.0), (750, 0.16), (900, 0.22), (1000, 0.2)]
+    assert checkpoints["last_three"] == pytest.approx(row["published_mean"])
+    assert "250: 4.0 · 500: 0.0 · 750: 16.0 · 900: 22.0 · 1000: 20.0 | 50 | 19.3 |" in (
+        tmp_path / "report" / "report.md").read_text()
+    # Periodic evaluations, when the run has them, stay the published protocol's score.
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "eval_success_rate": 0.5}) + "\n"
+                                                for s in (600, 800, 1000)))
+    assert write_report([tmp_path], tmp_path / "report")["per_task"][0]["published_mean"] == pytest.approx(0.5)
+    # Without an evaluation at the final step there is no last-three score.
+    (path / "metrics.jsonl").write_text("")
+    (path / "compare_eval.json").unlink()
+    summary = write_report([tmp_path], tmp_path / "report")
+    assert "published_mean" not in summary["per_task"][0] and summary["checkpoints"][0]["last_three"] is None
+
+
 def test_the_quickstarts_own_evaluation_is_read_by_the_report(tmp_path):
     # `evor quickstart` writes quickstart_eval.json (N = 1, 8, 32 at the default M): the report shows the
     # N curve from it and takes the default setting (N = 32) as the final score

@@ -119,7 +119,9 @@ def _add_grid_arguments(parser, int_list, float_list, default_out: str):
                         help="first reset seed of the episodes (default: the run's own final-evaluation block, "
                              "20000 + 1000 x its training seed, so runs of different seeds never share episodes "
                              "and the default settings reproduce `evor bench`'s final score)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--step", type=_steps_argument, default=None,
+                        help="checkpoint step, several comma-separated (e.g. 140000,145000,150000), or 'all' "
+                             "kept checkpoints, each evaluated in turn (default: the latest)")
     for flag, kind in _GRID_FLAGS.items():
         parser.add_argument(f"--{flag.replace('_', '-')}", type=int_list if kind == "int" else float_list,
                             default=None, help=f"comma-separated values of {flag}")
@@ -142,6 +144,43 @@ def _add_grid_arguments(parser, int_list, float_list, default_out: str):
                              "flags given with it override its fields")
     parser.add_argument("--out", default=None, help=f"results file (default RUN_DIR/{default_out})")
     parser.add_argument("--quiet", action="store_true")
+
+
+def _steps_argument(text: str):
+    """'all', or comma-separated checkpoint steps (>= 0), for --step of `evor eval` and `evor sweep`."""
+    import argparse
+
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        steps = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) < 0:
+        raise argparse.ArgumentTypeError(f"expected 'all' or comma-separated checkpoint steps, got '{text}'")
+    return sorted(set(steps))
+
+
+def _checkpoint_steps(run_dir: Path, requested) -> list:
+    """The steps to evaluate, every one checked to exist before any is evaluated ([None]: the latest)."""
+    from evor.checkpoints import checkpoint_step, checkpoints, refuse_legacy
+    from evor.rundir import CONFIG
+
+    if requested is None:
+        return [None]  # load_run finds the latest readable one and says what is wrong if none is
+    if not (run_dir / CONFIG).exists():
+        raise EvorError(f"{run_dir} is not a run directory (no {CONFIG}).")
+    refuse_legacy(run_dir)
+    kept = sorted(checkpoint_step(path) for path in checkpoints(run_dir))
+    if requested == "all":
+        if not kept:
+            raise EvorError(f"{run_dir} has no checkpoints to evaluate.")
+        return kept
+    missing = [step for step in requested if step not in kept]
+    if missing:
+        raise EvorError(f"{run_dir} has no checkpoint at step {', '.join(map(str, missing))} "
+                        f"(kept: {', '.join(map(str, kept)) or 'none'}).")
+    return requested
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -252,13 +291,18 @@ def _evaluate_settings(args, results_file: str, default_num_candidates=None):
     from evor.sweep import sweep
     from evor.train import load_run
 
-    run = load_run(args.run_dir, step=args.step)
-    if args.num_candidates is None and default_num_candidates and hasattr(run.agent.Settings, "num_candidates"):
-        args.num_candidates = default_num_candidates
-    grids, fixed = _grid_from_args(args, run)
-    _default_evaluation_seed(args, run)
+    steps = _checkpoint_steps(Path(args.run_dir).expanduser(), args.step)
     out = Path(args.out) if args.out else Path(args.run_dir) / results_file
-    sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
+    for index, step in enumerate(steps):
+        run = load_run(args.run_dir, step=step)
+        if index == 0:  # settings are checked once, before any episode of any checkpoint runs
+            if args.num_candidates is None and default_num_candidates and hasattr(run.agent.Settings, "num_candidates"):
+                args.num_candidates = default_num_candidates
+            grids, fixed = _grid_from_args(args, run)
+            _default_evaluation_seed(args, run)
+        if len(steps) > 1:
+            print(f"checkpoint {index + 1}/{len(steps)}: step {run.step}", flush=True)
+        sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)
     print(f"results: {out}")
 
 

@@ -5,6 +5,10 @@ Scores per run (every figure says which one it shows):
                         the run's own evaluation files (compare_eval.json, or the matching setting in
                         sweep.json / eval.json / quickstart_eval.json), else its last periodic
                         evaluation if that was at the end.
+  last three            the published protocol's score: the mean of the last three periodic
+                        evaluations; for a run trained without them (eval_every 0), the mean of its last
+                        three kept checkpoints evaluated at the default settings (`evor eval RUN --step
+                        all`), the last at its final step. Shown next to final, never replacing it.
   best during training  the highest periodic evaluation. Optimistic: it picks a checkpoint by its
                         test score. Shown for reference, never as the result.
 
@@ -95,8 +99,13 @@ class RunRecord:
     diagnostics: dict | None
     default_settings: dict  # the agent's default inference settings (the scaling plots vary N alone)
     # The published protocol's score (method.md, Protocol): the mean of the last three periodic
-    # evaluations, when the run has at least three and the last is at its final step.
+    # evaluations, when the run has at least three and the last is at its final step; else the same over
+    # its evaluated checkpoints. published_source says which.
     published: float | None = None
+    published_source: str | None = None
+    # (step, success, episodes) of every checkpoint evaluated at the default inference settings, by step
+    checkpoint_scores: list[tuple[int, float, int]] = dataclasses.field(default_factory=list)
+    checkpoints_last_three: float | None = None  # the mean of the last three, the last at the final step
 
 
 # What makes two runs of one label different methods: training fields and the agent's own fields. The
@@ -189,11 +198,33 @@ def read_run(path: Path) -> RunRecord:
         elif curve and curve[-1][0] == config["total_steps"]:
             final, source = curve[-1][1], "last periodic evaluation"
     diagnostics = _read_json(path / DIAGNOSTICS) if (path / DIAGNOSTICS).exists() else None
-    published = (float(np.mean([s for _, s in curve[-3:]]))
-                 if len(curve) >= 3 and curve[-1][0] == config["total_steps"] else None)
+    scores = checkpoint_scores(sweep + ([result] if result is not None and "step" in result else []), defaults)
+    checkpoints_last_three = (float(np.mean([s for _, s, _ in scores[-3:]]))
+                              if len(scores) >= 3 and scores[-1][0] == config["total_steps"] else None)
+    published, published_source = None, None
+    if len(curve) >= 3 and curve[-1][0] == config["total_steps"]:
+        published, published_source = float(np.mean([s for _, s in curve[-3:]])), "periodic evaluations"
+    elif checkpoints_last_three is not None:
+        published = checkpoints_last_three
+        published_source = "evaluated checkpoints " + ", ".join(str(step) for step, _, _ in scores[-3:])
     return RunRecord(path, config["task"], environment_of(config["task"]), method_label(config), config["seed"],
                      final, source, max((s for _, s in curve), default=None), curve, sweep, diagnostics, defaults,
-                     published)
+                     published, published_source, scores, checkpoints_last_three)
+
+
+def checkpoint_scores(results: list[dict], defaults: dict) -> list[tuple[int, float, int]]:
+    """(step, success, episodes) per evaluated checkpoint, from the results at the default inference
+    settings, sorted by step. Where one step was evaluated more than once, the result with the most
+    episodes counts (the later one on a tie: a cell result comes last), so a quick check never stands in
+    for a full evaluation."""
+    best: dict = {}
+    for result in results:
+        if "step" not in result or _differences(result.get("settings") or {}, defaults):
+            continue
+        step, episodes = result["step"], result.get("episodes", 0)
+        if step not in best or episodes >= best[step][2]:
+            best[step] = (step, result["success_rate"], episodes)
+    return [best[step] for step in sorted(best)]
 
 
 # --------------------------------------------------------------------------- tables
@@ -338,6 +369,23 @@ def sweep_table(records: list[RunRecord]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["task"], r["method"], cost(r), r["setting"]))
 
 
+def checkpoint_table(records: list[RunRecord]) -> list[dict]:
+    """Every run with two or more checkpoints evaluated at the default settings: its score at each, and
+    the mean of the last three when it has one. A long run's single checkpoint is not its result."""
+    return [{"task": r.task, "method": r.method, "seed": r.seed,
+             "scores": [{"step": step, "success": success, "episodes": episodes}
+                        for step, success, episodes in r.checkpoint_scores],
+             "last_three": r.checkpoints_last_three}
+            for r in sorted(records, key=lambda r: (r.task, r.method, r.seed)) if len(r.checkpoint_scores) >= 2]
+
+
+def _checkpoints_cell(scores: list[dict]) -> str:
+    """'30k: 100.0 · 60k: 62.0 · ...' (steps in thousands when all are whole thousands)."""
+    in_thousands = all(c["step"] % 1000 == 0 for c in scores)
+    return " · ".join(f"{c['step'] // 1000}k: {_pct(c['success'])}" if in_thousands
+                      else f"{c['step']}: {_pct(c['success'])}" for c in scores)
+
+
 def _seeds_cell(row: dict) -> str:
     """The seeds of a task row, saying how many have a final score when some do not (yet)."""
     seeds = ",".join(map(str, row["seeds"]))
@@ -348,11 +396,11 @@ def _estimate_cell(value, interval) -> str:
     return f"{_pct(value)} [{_pct(interval[0])}, {_pct(interval[1])}]" if interval else f"{_pct(value)} [— one seed]"
 
 
-def _table_cells(task_rows, env_rows, sweep_rows=(), difference_rows=(), paper_rows=()):
+def _table_cells(task_rows, env_rows, sweep_rows=(), difference_rows=(), paper_rows=(), checkpoint_rows=()):
     """(title, header, rows of cells) for each table, shared by markdown and HTML."""
     per_task = ("Per task: final checkpoint (success %)",
                 ["task", "method", "seeds", "final mean ± std", "final IQM [95% CI]",
-                 "last three evaluations, mean ± std (published protocol)",
+                 "last three evaluations, mean ± std (published protocol; periodic, else evaluated checkpoints)",
                  "best during training, mean ± std (optimistic)"],
                 [[r["task"], r["method"], _seeds_cell(r),
                   f"{_pct(r.get('final_mean'))} ± {_pct(r.get('final_std'))}" if "final_mean" in r else "—",
@@ -382,6 +430,13 @@ def _table_cells(task_rows, env_rows, sweep_rows=(), difference_rows=(), paper_r
                        ["task", "method", "seeds", "ours: final mean", "ours: last three", "paper"],
                        [[r["task"], r["method"], ",".join(map(str, r["seeds"])), _pct(r["final_mean"]),
                          _pct(r["last_three_mean"]), _pct(r["paper"])] for r in paper_rows]))
+    if checkpoint_rows:
+        tables.append(("Scores per evaluated checkpoint, default inference settings (success %; step: score)",
+                       ["task", "method", "seed", "checkpoints", "episodes", "last three"],
+                       [[r["task"], r["method"], str(r["seed"]),
+                         _checkpoints_cell(r["scores"]),
+                         ",".join(sorted({str(c["episodes"]) for c in r["scores"]}, key=int)),
+                         _pct(r["last_three"])] for r in checkpoint_rows]))
     if sweep_rows:
         def ms(value):
             return "—" if value is None else f"{value:.2f}"
@@ -505,7 +560,8 @@ def write_report(paths, out_dir) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     task_rows, env_rows, sweep_rows = task_table(records), environment_table(records), sweep_table(records)
     difference_rows, paper_rows = difference_table(records), paper_table(task_rows)
-    tables = _table_cells(task_rows, env_rows, sweep_rows, difference_rows, paper_rows)
+    checkpoint_rows = checkpoint_table(records)
+    tables = _table_cells(task_rows, env_rows, sweep_rows, difference_rows, paper_rows, checkpoint_rows)
     figures = _figures(records)
     for name, (_, png) in figures.items():
         with atomic_path(out_dir / name) as tmp:
@@ -538,6 +594,7 @@ def write_report(paths, out_dir) -> dict:
     atomic_write_text(out_dir / "report.html", "\n".join(page))
     summary = {"runs": [str(r.path) for r in records], "per_task": task_rows, "per_environment": env_rows,
                "sweeps": sweep_rows, "differences": difference_rows, "beside_papers": paper_rows,
+               "checkpoints": checkpoint_rows,
                "figures": list(figures)}
     atomic_write_json(out_dir / "report.json", summary)
     return summary
