@@ -7,6 +7,10 @@ over states of the Spearman correlation of their candidate values; for each run,
 with its own average (how much of its ranking survives one readout's noise).
 
     python benchmarks/ranking_agreement.py RUN_A RUN_B [RUN_C ...] [--states 128] [--readouts 16]
+        [--num-return-samples M] [--tau-q T]
+
+--num-return-samples and --tau-q read every run at that setting instead of its own (a run whose agent
+has no such setting keeps its own): how much of a flow's ranking one readout keeps as M grows.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--states", type=int, default=128)
     parser.add_argument("--readouts", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-return-samples", type=int, default=None, help="M for every run (default: its own)")
+    parser.add_argument("--tau-q", type=float, default=None, help="tau_Q for every run (default: its own)")
     args = parser.parse_args(argv)
     if len(args.runs) < 2 or args.states < 1 or args.readouts < 2:
         parser.error("give at least two runs, --states >= 1 and --readouts >= 2")
@@ -38,6 +44,12 @@ def main(argv=None) -> int:
     except EvorError as error:
         parser.error(str(error))
     first = runs[0]
+    requested = {"num_return_samples": args.num_return_samples, "tau_q": args.tau_q}
+    try:
+        settings = [run.settings(**{k: v for k, v in requested.items() if hasattr(run.agent.Settings, k)})
+                    for run in runs]
+    except EvorError as error:
+        parser.error(str(error))
     if any(run.config.task != first.config.task for run in runs):
         parser.error("all runs must be of one task")
     _, _, val = load_task(first.config.task, data_dir=first.config.data_dir, env=False)
@@ -50,12 +62,13 @@ def main(argv=None) -> int:
         obs_n, candidates = draw_candidates(first, jnp.asarray(states[start:start + 16], jnp.float32), candidate_key)
         for i, run in enumerate(runs):
             values[i].append(np.asarray(acting_readouts(run, obs_n, candidates, jax.random.fold_in(value_key, i),
-                                                        args.readouts)))
+                                                        args.readouts, settings[i])))
     values = {i: np.concatenate(v, axis=1) for i, v in values.items()}
     averages = {i: v[1:].mean(axis=0) for i, v in values.items()}  # readout 0 left out: one independent readout
     n = first.settings().num_candidates
+    read_at = ", ".join(f"{k}={v}" for k, v in requested.items() if v is not None) or "each run's own settings"
     print(f"{args.states} validation states of {first.config.task}, {n} candidates from {args.runs[0]}'s pi_ref, "
-          f"{args.readouts} readouts each")
+          f"{args.readouts} readouts each, read at {read_at}")
     for i, path in enumerate(args.runs):
         rho = float(np.mean(spearman_rows(values[i][0], averages[i])))
         print(f"  [{i}] {path}: one readout vs its own average: Spearman {rho:.2f}")

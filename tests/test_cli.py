@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -248,6 +249,31 @@ def test_ranking_agreement_benchmark_compares_runs_on_shared_candidates(tiny_run
                            "--readouts", "3"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("one readout vs its own average") == 2 and "[0] vs [1] averages: Spearman" in done.stdout
+
+
+def test_a_readout_from_more_return_samples_is_less_noisy_by_the_square_root(tiny_run):
+    # At tau_Q = inf a flow's readout is the mean of its M return samples (fresh per candidate), so its
+    # spread over independent readouts falls as 1/sqrt(M): a quarter from M = 1 to M = 16. The
+    # benchmark's --num-return-samples reads the runs this way.
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from evor.diagnostics import acting_readouts, draw_candidates
+    from evor.train import load_run
+
+    run = load_run(tiny_run)
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(4, run.agent.observation_dim)), jnp.float32)
+    obs_n, candidates = draw_candidates(run, obs, jax.random.PRNGKey(0))
+    spread = {m: float(np.std(acting_readouts(run, obs_n, candidates, jax.random.PRNGKey(1), 64,
+                                              run.settings(num_return_samples=m, tau_q=float("inf"))), axis=0).mean())
+              for m in (1, 16)}
+    assert spread[1] > 0 and spread[16] / spread[1] == pytest.approx(0.25, rel=0.2)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ranking_agreement.py"
+    done = subprocess.run([sys.executable, str(script), str(tiny_run), str(tiny_run), "--states", "4", "--readouts",
+                           "3", "--num-return-samples", "4", "--tau-q", "inf"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "read at num_return_samples=4, tau_q=inf" in done.stdout, done.stderr
 
 
 def test_diagnose_rejects_a_baseline_run(tmp_path_factory):

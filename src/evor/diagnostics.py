@@ -158,10 +158,10 @@ def draw_candidates(run, obs, key):
     return obs_n, run.agent.sample_actions(run.state["actor"], obs_n, key, settings.action_flow_steps)
 
 
-def acting_readouts(run, obs_n, candidates, key, count: int):
+def acting_readouts(run, obs_n, candidates, key, count: int, settings=None):
     """(count, B, N): `count` independent readouts of Q* of these candidates, each as the run's acting
-    reads it (its inference settings), in return units."""
-    settings = run.settings()
+    reads it (its inference settings, or `settings`), in return units."""
+    settings = settings or run.settings()
     q = jax.lax.map(lambda k: run.agent.q_star(run.state, obs_n, candidates, k, settings),
                     jax.random.split(key, count))
     return run.agent.return_scale.from_unit(q)
