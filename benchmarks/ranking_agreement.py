@@ -65,7 +65,7 @@ def main(argv=None) -> int:
                                                         args.readouts, settings[i])))
     values = {i: np.concatenate(v, axis=1) for i, v in values.items()}
     averages = {i: v[1:].mean(axis=0) for i, v in values.items()}  # readout 0 left out: one independent readout
-    n = first.settings().num_candidates
+    n = settings[0].num_candidates
     read_at = ", ".join(f"{k}={v}" for k, v in requested.items() if v is not None) or "each run's own settings"
     print(f"{args.states} validation states of {first.config.task}, {n} candidates from {args.runs[0]}'s pi_ref, "
           f"{args.readouts} readouts each, read at {read_at}")

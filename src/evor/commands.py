@@ -293,13 +293,14 @@ def _evaluate_settings(args, results_file: str, default_num_candidates=None):
 
     steps = _checkpoint_steps(Path(args.run_dir).expanduser(), args.step)
     out = Path(args.out) if args.out else Path(args.run_dir) / results_file
+    run = load_run(args.run_dir, step=steps[0])  # settings are checked here, before any episode runs
+    if args.num_candidates is None and default_num_candidates and hasattr(run.agent.Settings, "num_candidates"):
+        args.num_candidates = default_num_candidates
+    grids, fixed = _grid_from_args(args, run)
+    _default_evaluation_seed(args, run)
     for index, step in enumerate(steps):
-        run = load_run(args.run_dir, step=step)
-        if index == 0:  # settings are checked once, before any episode of any checkpoint runs
-            if args.num_candidates is None and default_num_candidates and hasattr(run.agent.Settings, "num_candidates"):
-                args.num_candidates = default_num_candidates
-            grids, fixed = _grid_from_args(args, run)
-            _default_evaluation_seed(args, run)
+        if index:
+            run = load_run(args.run_dir, step=step)
         if len(steps) > 1:
             print(f"checkpoint {index + 1}/{len(steps)}: step {run.step}", flush=True)
         sweep(run, grids, fixed, args.episodes, args.seed, out, show_progress=not args.quiet)

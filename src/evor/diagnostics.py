@@ -161,7 +161,7 @@ def draw_candidates(run, obs, key):
 def acting_readouts(run, obs_n, candidates, key, count: int, settings=None):
     """(count, B, N): `count` independent readouts of Q* of these candidates, each as the run's acting
     reads it (its inference settings, or `settings`), in return units."""
-    settings = settings or run.settings()
+    settings = run.settings() if settings is None else settings
     q = jax.lax.map(lambda k: run.agent.q_star(run.state, obs_n, candidates, k, settings),
                     jax.random.split(key, count))
     return run.agent.return_scale.from_unit(q)

@@ -100,9 +100,8 @@ class RunRecord:
     default_settings: dict  # the agent's default inference settings (the scaling plots vary N alone)
     # The published protocol's score (method.md, Protocol): the mean of the last three periodic
     # evaluations, when the run has at least three and the last is at its final step; else the same over
-    # its evaluated checkpoints. published_source says which.
+    # its evaluated checkpoints (checkpoints_last_three).
     published: float | None = None
-    published_source: str | None = None
     # (step, success, episodes) of every checkpoint evaluated at the default inference settings, by step
     checkpoint_scores: list[tuple[int, float, int]] = dataclasses.field(default_factory=list)
     checkpoints_last_three: float | None = None  # the mean of the last three, the last at the final step
@@ -201,15 +200,11 @@ def read_run(path: Path) -> RunRecord:
     scores = checkpoint_scores(sweep + ([result] if result is not None and "step" in result else []), defaults)
     checkpoints_last_three = (float(np.mean([s for _, s, _ in scores[-3:]]))
                               if len(scores) >= 3 and scores[-1][0] == config["total_steps"] else None)
-    published, published_source = None, None
-    if len(curve) >= 3 and curve[-1][0] == config["total_steps"]:
-        published, published_source = float(np.mean([s for _, s in curve[-3:]])), "periodic evaluations"
-    elif checkpoints_last_three is not None:
-        published = checkpoints_last_three
-        published_source = "evaluated checkpoints " + ", ".join(str(step) for step, _, _ in scores[-3:])
+    published = (float(np.mean([s for _, s in curve[-3:]]))
+                 if len(curve) >= 3 and curve[-1][0] == config["total_steps"] else checkpoints_last_three)
     return RunRecord(path, config["task"], environment_of(config["task"]), method_label(config), config["seed"],
                      final, source, max((s for _, s in curve), default=None), curve, sweep, diagnostics, defaults,
-                     published, published_source, scores, checkpoints_last_three)
+                     published, scores, checkpoints_last_three)
 
 
 def checkpoint_scores(results: list[dict], defaults: dict) -> list[tuple[int, float, int]]:
