@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import re
 
 import jax
@@ -109,6 +110,9 @@ def test_run_directory_records_config_versions_and_metrics(data_dir, tmp_path):
     assert config["agent"]["hidden_dims"] == [32, 32] and config["inference"]["num_candidates"] == 4
     assert versions["versions"]["ogbench"] == "1.2.2" and versions["data_sidecar"]["train_episodes"] == 2
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|not a git checkout", versions["versions"]["evor_source"])
+    # the cores and XLA flags the run had, on which its results' last bits depend (evaluate.compute_context)
+    assert versions["compute"] == {"backend": "cpu", "cpu_cores": len(os.sched_getaffinity(0)),
+                                   "xla_flags": os.environ.get("XLA_FLAGS", "")}
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "val_return_loss" in header and "steps_per_second" in header
 

@@ -250,11 +250,12 @@ def initial_state_values(run, episodes: int, seed: int) -> dict:
     a0 is reproduced exactly: evaluation's first policy call for episode i uses key
     fold_in(fold_in(PRNGKey(seed), i), 0), and so do we here.
     """
+    from evor.data.registry import reset_reproducibly
     from evor.evaluate import episode_keys
 
     settings = run.settings()
     env = run.make_env()
-    obs0 = np.stack([env.reset(seed=seed + i)[0] for i in range(episodes)]).astype(np.float32)
+    obs0 = np.stack([reset_reproducibly(env, seed + i)[0] for i in range(episodes)]).astype(np.float32)
     env.close()
     keys = episode_keys(jax.random.PRNGKey(seed), jnp.arange(episodes, dtype=jnp.int32),
                         jnp.zeros(episodes, jnp.int32))

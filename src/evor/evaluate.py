@@ -5,21 +5,23 @@ whole pool (one batched, jitted call for all envs x candidates x return samples 
 episode). With `workers` > 0 the environments live in that many worker processes and step in parallel.
 
 Results do not depend on the pool size or the number of workers: episode i always starts from
-`env.reset(seed=seed + i)`, and its k-th policy call uses the key fold_in(fold_in(PRNGKey(seed), i), k),
-whatever else is in the batch. Sequential evaluation is the special case P = 1, no workers.
+`reset_reproducibly(env, seed + i)` (the same start bit for bit, whatever the environment ran before),
+and its k-th policy call uses the key fold_in(fold_in(PRNGKey(seed), i), k), whatever else is in the
+batch. Sequential evaluation is the special case P = 1, no workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from evor.data.registry import make_env
+from evor.data.registry import make_env, reset_reproducibly
 from evor.errors import EvorError
 from evor.progress import progress_bar
 
@@ -45,7 +47,7 @@ def _worker(connection, make_env, count: int):
         while True:
             command, payload = connection.recv()
             if command == "reset":
-                connection.send([envs[i].reset(seed=seed)[0] for i, seed in payload])
+                connection.send([reset_reproducibly(envs[i], seed)[0] for i, seed in payload])
             elif command == "step":
                 out = []
                 for i, action in payload:
@@ -107,7 +109,7 @@ class EnvPool:
 
     def reset(self, seeds: dict) -> dict:
         if self.workers == 0:
-            return {slot: self.envs[slot].reset(seed=seed)[0] for slot, seed in seeds.items()}
+            return {slot: reset_reproducibly(self.envs[slot], seed)[0] for slot, seed in seeds.items()}
         return self._exchange("reset", seeds)
 
     def step(self, actions: dict) -> dict:
@@ -146,6 +148,15 @@ def episode_keys(base_key, episodes, calls):
 # a cell's final evaluation used 20000 + seed and seeds 0/1/2 shared 49 of their 50 states), and the
 # periodic evaluations of a run never reuse the final one's. At most EPISODE_BLOCK episodes per evaluation.
 EPISODE_BLOCK = 1_000
+
+
+def compute_context() -> dict:
+    """How the process that ran an evaluation computed: backend, the cores it could use, XLA's flags.
+    Recorded with every result as provenance (a bench cell runs pinned to one core with one XLA
+    thread; a plain `evor eval` does not). The same checkpoint read both ways gave the same episodes
+    bit for bit once resets were reproducible (docs/results.md, "Reproducible episodes")."""
+    return {"backend": jax.default_backend(), "cpu_cores": len(os.sched_getaffinity(0)),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def evaluation_seed(training_seed: int, step: int | None = None) -> int:
@@ -242,6 +253,7 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
         "policy_ms_per_env_step": round(1000 * policy_seconds / max(num_steps, 1), 3),
         "pool_size": pool_size,
         "workers": pool.workers,
+        "compute": compute_context(),
         "per_episode_success": successes.tolist(),
         "per_episode_return": returns.tolist(),
     }

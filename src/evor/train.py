@@ -55,7 +55,7 @@ from evor.data.files import atomic_write_json
 from evor.data.generate import library_versions
 from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError
-from evor.evaluate import OGBenchEnv, evaluate_policy, evaluation_seed
+from evor.evaluate import OGBenchEnv, compute_context, evaluate_policy, evaluation_seed
 from evor.progress import progress_bar
 from evor.rundir import truncate_metrics, write_metrics
 
@@ -289,7 +289,7 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
         atomic_write_json(run_dir / "config.json", config_json(seed_config))
         atomic_write_json(run_dir / "versions.json", {
             "versions": library_versions(), "platform": platform.platform(),
-            "devices": [str(d) for d in jax.devices()], "seeds_in_process": seeds,
+            "devices": [str(d) for d in jax.devices()], "compute": compute_context(), "seeds_in_process": seeds,
             "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
             "return_scale": dataclasses.asdict(agent.return_scale) if agent.uses_return_scale else None})
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import numpy as np
+
 from evor.errors import DataError
 from evor.interrupts import interrupts_deferred
 
@@ -69,6 +71,35 @@ def make_env(env_name: str, **kwargs):
         import ogbench  # noqa: F401  (registers the environments; evor/__init__.py set MUJOCO_GL)
 
         return gymnasium.make(env_name, **kwargs)
+
+
+def reset_reproducibly(env, seed: int):
+    """env.reset(seed=seed), made to give the same episode bit for bit in any process and after any
+    history, which OGBench's reset alone does not do on a task (evaluation) environment:
+    - a manipulation task reset settles the goal scene by stepping the physics with
+      `self.action_space.sample()`, and its `action_space` is a property that builds a new, unseeded
+      Box on every access, so those actions come from OS entropy. The state is put back afterwards,
+      except `qacc_warmstart`, the solver's starting guess, which carries their last bits into the
+      episode's first steps; a contact-rich episode then goes its own way. Cleared here, the solver
+      starts from zero, as after `mj_resetData`. (Data collection does not settle a goal scene, and
+      the generator's datasets are reproducible without this.)
+    - locomaze draws its start noise from numpy's global generator and settles with its own
+      persistent, unseeded action space: both are seeded for the reset, and the global generator is
+      put back afterwards.
+    """
+    unwrapped = getattr(env, "unwrapped", env)  # any environment with reset(seed=) works
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    if hasattr(getattr(unwrapped, "action_space", None), "seed"):
+        unwrapped.action_space.seed(seed)
+    try:
+        ob, info = env.reset(seed=seed)
+    finally:
+        np.random.set_state(saved)
+    data = getattr(unwrapped, "_data", None) or getattr(unwrapped, "data", None)  # manipspace | locomaze
+    if hasattr(data, "qacc_warmstart"):
+        data.qacc_warmstart[:] = 0
+    return ob, info
 
 
 def get_recipe(dataset_name: str) -> DatasetRecipe:
