@@ -89,7 +89,7 @@ def reset_reproducibly(env, seed: int):
     """
     unwrapped = getattr(env, "unwrapped", env)  # any environment with reset(seed=) works
     saved = np.random.get_state()
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # its seeds are 32-bit
     if hasattr(getattr(unwrapped, "action_space", None), "seed"):
         unwrapped.action_space.seed(seed)
     try:
