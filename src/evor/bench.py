@@ -260,8 +260,10 @@ def run_ray(cells: list[Cell], address: str | None = None, num_cpus: float = 1, 
 
 def _ray_cell(cell_json: str) -> dict:
     # XLA CPU splits work over the cores a process may use, whatever its thread flags, and the split
-    # changes the last bits of the results. Local cells run pinned to one core, so a Ray cell pins
-    # itself to one free core too (claimed with a lock file per core, held for the cell's lifetime).
+    # changes the last bits of training (the module docstring's measurement; evaluation's episodes
+    # came out bitwise equal pinned and free, docs/results.md "Reproducible episodes"). Local cells
+    # run pinned to one core, so a Ray cell pins itself to one free core too (claimed with a lock
+    # file per core, held for the cell's lifetime).
     with _one_core():
         return run_cell(Cell.from_json(cell_json))
 

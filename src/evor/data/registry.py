@@ -96,7 +96,9 @@ def reset_reproducibly(env, seed: int):
         ob, info = env.reset(seed=seed)
     finally:
         np.random.set_state(saved)
-    data = getattr(unwrapped, "_data", None) or getattr(unwrapped, "data", None)  # manipspace | locomaze
+    data = getattr(unwrapped, "_data", None)  # manipspace
+    if data is None:
+        data = getattr(unwrapped, "data", None)  # locomaze
     if hasattr(data, "qacc_warmstart"):
         data.qacc_warmstart[:] = 0
     return ob, info
