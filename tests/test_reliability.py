@@ -75,6 +75,24 @@ def test_sigkill_at_random_moments_then_resume_reaches_the_same_parameters(data_
     assert any(killed for killed, _ in outcomes)  # at least one trial really died mid-run
 
 
+def test_a_run_directory_in_use_by_another_process_is_refused_and_released_when_it_dies(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom evor.rundir import claim\n"
+                               "with claim(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n",
+                               str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        config = make_config("tiny", task=TASK, data_dir=str(data_dir), total_steps=100, log_every=50, eval_every=0)
+        with pytest.raises(EvorError, match=rf"in use by another evor process \(pid {holder.pid}\)"):
+            train(config, run_dir, show_progress=False)
+        assert not (run_dir / "config.json").exists() and not checkpoints(run_dir)  # nothing was touched
+    finally:
+        holder.kill()
+        holder.wait()
+    train(config, run_dir, show_progress=False)  # the kernel dropped the lock with its holder
+    assert load_checkpoint(checkpoints(run_dir)[-1])["step"] == 100
+
+
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(data_dir, reference, tmp_path):
     run_dir = tmp_path / "run"
     train(make_config("tiny", task=TASK, data_dir=str(data_dir), **LONG), run_dir, show_progress=False,

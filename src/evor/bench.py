@@ -24,7 +24,7 @@ from pathlib import Path
 from evor.agents import parse_label
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
-from evor.rundir import CELL_RESULT, read_metrics
+from evor.rundir import CELL_RESULT, claim, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 RESULT_FILE = CELL_RESULT
@@ -160,11 +160,16 @@ def prepare_data(suite: dict, cells: list[Cell], workers: int = 1) -> None:
 
 def run_cell(cell: Cell) -> dict:
     """Train (or resume, or reuse) the cell's run and evaluate its final checkpoint."""
+    config = cell.config()
+    with claim(cell.run_dir):  # the whole cell: its training and its final evaluation
+        return _run_cell(cell, config)
+
+
+def _run_cell(cell: Cell, config) -> dict:
     from evor.checkpoints import checkpoint_step
     from evor.data.files import atomic_write_json
     from evor.train import latest_checkpoint, load_run, train
 
-    config = cell.config()
     run_dir = cell.run_dir
     earlier = run_dir / RESULT_FILE
     step = json.loads(earlier.read_text()).get("step") if earlier.exists() else None

@@ -8,6 +8,8 @@
   sweep.json, eval.json, quickstart_eval.json   evaluation results (evor.sweep), read by evor report
   compare_eval.json  a study cell's final evaluation (evor.bench)
   diagnostics.json   `evor diagnose`
+  .in-use            held (flock) by the process training the run or running its study cell, so a second
+                     one refuses instead of resuming the same checkpoints beside it (`claim`)
 
 Everything but checkpoints/ (and the CSV copy of the metrics) is the run's *record*: what `evor report`
 reads. `evor archive` copies records alone, small enough to commit next to the results they back.
@@ -15,8 +17,11 @@ reads. `evor archive` copies records alone, small enough to commit next to the r
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
+import os
 from pathlib import Path
 
 from evor.data.files import atomic_path
@@ -31,6 +36,43 @@ CELL_RESULT = "compare_eval.json"
 # Every file of evaluation results the library writes (`evor sweep`, `evor eval`, `evor quickstart`).
 EVALUATION_FILES = ("sweep.json", "eval.json", "quickstart_eval.json")
 RECORD_FILES = (CONFIG, VERSIONS, METRICS, CELL_RESULT, DIAGNOSTICS, *EVALUATION_FILES)
+IN_USE = ".in-use"
+
+_claimed: set[Path] = set()  # run directories this process holds (a claim is re-entrant within it)
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path):
+    """Hold `run_dir` for this process while the block runs: a second process that claims it (another
+    `evor train --resume`, another `evor bench` over the same cell) gets a clear error instead of training
+    the same run beside this one, where both would write the same checkpoints and metrics. The lock is
+    the kernel's (flock), so it dies with the process: a crash never leaves a directory claimed."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _claimed:
+        yield
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / IN_USE, "a+")
+    except OSError as exc:
+        raise EvorError(f"Cannot use run directory '{run_dir}': {exc.strerror}.") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise EvorError(f"{run_dir} is in use by another evor process (pid {holder}): wait for it to "
+                            "finish, or stop it, before training or evaluating this run here.") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        _claimed.add(run_dir)
+        try:
+            yield
+        finally:
+            _claimed.discard(run_dir)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_run_dir(path: Path) -> bool:

@@ -6,6 +6,7 @@ Configs live in evor.config, checkpoints in evor.checkpoints, the run directory'
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -57,7 +58,7 @@ from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import OGBenchEnv, compute_context, evaluate_policy, evaluation_seed
 from evor.progress import progress_bar
-from evor.rundir import truncate_metrics, write_metrics
+from evor.rundir import claim, truncate_metrics, write_metrics
 
 _config_json = config_json  # older name, kept for callers
 
@@ -280,6 +281,13 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
     for seed_config in configs:
         seed_config.validate()
     run_dirs = [Path(d).expanduser() for d in run_dirs]
+    with contextlib.ExitStack() as claims:
+        for run_dir in run_dirs:
+            claims.enter_context(claim(run_dir))
+        return _train_seeds(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode)
+
+
+def _train_seeds(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode) -> list[Run]:
     for seed_config, run_dir in zip(configs, run_dirs):
         _prepare_run_dir(seed_config, run_dir, resume)
 
