@@ -160,28 +160,24 @@ def prepare_data(suite: dict, cells: list[Cell], workers: int = 1) -> None:
 
 def run_cell(cell: Cell) -> dict:
     """Train (or resume, or reuse) the cell's run and evaluate its final checkpoint."""
-    config = cell.config()
-    with claim(cell.run_dir):  # the whole cell: its training and its final evaluation
-        return _run_cell(cell, config)
-
-
-def _run_cell(cell: Cell, config) -> dict:
     from evor.checkpoints import checkpoint_step
     from evor.data.files import atomic_write_json
     from evor.train import latest_checkpoint, load_run, train
 
+    config = cell.config()
     run_dir = cell.run_dir
-    earlier = run_dir / RESULT_FILE
-    step = json.loads(earlier.read_text()).get("step") if earlier.exists() else None
-    if step is not None and step != config.total_steps:  # the suite now trains this run longer: keep the shorter score
-        earlier.rename(run_dir / f"{earlier.stem}_step{step}{earlier.suffix}")
-    done = latest_checkpoint(run_dir)
-    if done is None or checkpoint_step(done) != config.total_steps:
-        train(config, run_dir, resume=done is not None, show_progress=False)
-    if not cell.done():
-        run = load_run(run_dir)
-        atomic_write_json(run_dir / RESULT_FILE, run.evaluate(run.settings(), cell.episodes,
-                                                               seed=evaluation_seed(cell.seed)))
+    with claim(run_dir):  # the whole cell: its training and its final evaluation
+        earlier = run_dir / RESULT_FILE
+        step = json.loads(earlier.read_text()).get("step") if earlier.exists() else None
+        if step is not None and step != config.total_steps:  # the suite now trains this run longer: keep the shorter score
+            earlier.rename(run_dir / f"{earlier.stem}_step{step}{earlier.suffix}")
+        done = latest_checkpoint(run_dir)
+        if done is None or checkpoint_step(done) != config.total_steps:
+            train(config, run_dir, resume=done is not None, show_progress=False)
+        if not cell.done():
+            run = load_run(run_dir)
+            atomic_write_json(run_dir / RESULT_FILE, run.evaluate(run.settings(), cell.episodes,
+                                                                   seed=evaluation_seed(cell.seed)))
     return cell_summary(cell)
 
 

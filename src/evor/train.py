@@ -281,15 +281,15 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
     for seed_config in configs:
         seed_config.validate()
     run_dirs = [Path(d).expanduser() for d in run_dirs]
-    with contextlib.ExitStack() as claims:
+    for seed_config, run_dir in zip(configs, run_dirs):
+        _prepare_run_dir(seed_config, run_dir, resume)  # reads and checks only, then creates the directory
+    with contextlib.ExitStack() as claims:  # held before the first write, for the whole training
         for run_dir in run_dirs:
             claims.enter_context(claim(run_dir))
-        return _train_seeds(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode)
+        return _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode)
 
 
-def _train_seeds(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode) -> list[Run]:
-    for seed_config, run_dir in zip(configs, run_dirs):
-        _prepare_run_dir(seed_config, run_dir, resume)
+def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode) -> list[Run]:
 
     env, train_set, val_set = load_task(config.task, data_dir=config.data_dir, env=False)
     agent = _agent_for(config, train_set.observation_dim, train_set.action_dim, train_set.reward_bounds())
