@@ -165,3 +165,32 @@ def test_spearman_rows_on_orders_with_known_correlations():
     tied = np.array([1.5, 1.5, 3, 4]) - 2.5
     expected = (tied * (np.arange(1, 5) - 2.5)).sum() / np.sqrt((tied ** 2).sum() * 5)
     np.testing.assert_allclose(spearman_rows(np.array([[7.0, 7.0, 8.0, 9.0]]), np.array([[1.0, 2.0, 3.0, 4.0]])), [expected])
+
+
+def test_maze_detour_splits_the_start_cells_returns_by_the_actions_heading():
+    """benchmarks/maze_detour.py on a hand-made dataset with known Monte-Carlo returns (discount 0.5): a
+    trajectory heading for the goal that succeeds at its third step, one heading away that is cut after
+    two, and a transition outside the start cell that must be left out."""
+    import importlib.util
+    import types
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "maze_detour.py"
+    spec = importlib.util.spec_from_file_location("maze_detour", path)
+    maze_detour = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maze_detour)
+
+    obs = np.array([[16, 20], [15, 20], [14.5, 20], [17, 21], [18, 21], [0, 0]], np.float32)
+    dataset = Dataset.from_arrays(
+        "toy", observations=obs, next_observations=obs,
+        actions=np.array([[-1, 0], [-1, 0], [-1, 0], [1, 0], [1, 0.5], [-1, 0]], np.float32),
+        rewards=np.array([-1, -1, 0, -1, -1, 0], np.float32),
+        masks=np.array([1, 1, 0, 1, 1, 0], np.float32),  # the first trajectory ends in success
+        ends=np.array([0, 0, 1, 0, 1, 1], np.float32))
+    maze = types.SimpleNamespace(cur_task_info={"init_xy": (16.0, 20.0), "goal_xy": (0.0, 20.0)}, _maze_unit=4.0)
+    facts = maze_detour.start_cell_returns(types.SimpleNamespace(unwrapped=maze), dataset, discount=0.5)
+    towards, away = facts["rows"]["towards the goal"], facts["rows"]["away from the goal"]
+    assert towards["transitions"] == 3 and away["transitions"] == 1  # (18, 21) is on the cell's edge: out
+    assert towards["mean"] == pytest.approx((-1.5 - 1.0 + 0.0) / 3)  # -1 - 0.5 * 1, -1, 0
+    assert away["mean"] == pytest.approx(-1.5)  # cut, not ended: the partial return -1 + 0.5 * -1
+    assert len(facts["cell_xy"]) == 4
