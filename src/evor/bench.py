@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from evor.agents import parse_label
+from evor.data.files import try_lock
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
 from evor.rundir import CELL_RESULT, claim, read_metrics
@@ -271,21 +272,16 @@ def _ray_cell(cell_json: str) -> dict:
 
 class _one_core:
     def __enter__(self):
-        import fcntl
         import tempfile
 
         cores = sorted(os.sched_getaffinity(0))
         while True:
             for core in cores:
-                handle = open(Path(tempfile.gettempdir()) / f"evor-core-{core}.lock", "w")
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    handle.close()
-                    continue
-                self.handle = handle
-                os.sched_setaffinity(0, {core})
-                return self
+                handle = try_lock(Path(tempfile.gettempdir()) / f"evor-core-{core}.lock")
+                if handle is not None:
+                    self.handle = handle
+                    os.sched_setaffinity(0, {core})
+                    return self
             time.sleep(1)  # more cells than cores on this node: wait for one to finish
 
     def __exit__(self, *exc):

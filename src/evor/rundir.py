@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import json
 import os
 from pathlib import Path
 
-from evor.data.files import atomic_path
+from evor.data.files import atomic_path, try_lock
 from evor.errors import EvorError
 
 CONFIG = "config.json"
@@ -53,17 +52,14 @@ def claim(run_dir: Path):
         return
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / IN_USE, "a+")
+        handle = try_lock(run_dir / IN_USE)
+        holder = None if handle else (run_dir / IN_USE).read_text().strip()
     except OSError as exc:
         raise EvorError(f"Cannot use run directory '{run_dir}': {exc.strerror}.") from None
+    if handle is None:
+        raise EvorError(f"{run_dir} is in use by another evor process (pid {holder or 'unknown'}): wait for it "
+                        "to finish, or stop it, before training or evaluating this run here.")
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise EvorError(f"{run_dir} is in use by another evor process (pid {holder}): wait for it to "
-                            "finish, or stop it, before training or evaluating this run here.") from None
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
@@ -72,7 +68,6 @@ def claim(run_dir: Path):
             yield
         finally:
             _claimed.discard(run_dir)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_run_dir(path: Path) -> bool:

@@ -1,4 +1,4 @@
-"""Writing files atomically, and where datasets live.
+"""Writing files atomically, holding files locked, and where datasets live.
 
 Every file evor writes goes to a temporary name in the destination directory and is renamed into
 place, so an interrupted write (Ctrl-C, a full disk, a killed process) never leaves a half-written
@@ -8,6 +8,7 @@ file under the final name.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -44,6 +45,19 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def try_lock(path: str | os.PathLike):
+    """An open handle on `path` (created if absent, never truncated) that holds its exclusive lock, or
+    None when another process holds it. Closing the handle releases the lock. The lock is the kernel's
+    (flock), so it dies with its process: a crash never leaves a file locked."""
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def _umask() -> int:
