@@ -103,9 +103,9 @@ def main(argv=None) -> int:
         for name, row in facts["rows"].items():
             print(f"  action {name:<18} {row['transitions']:>6} transitions  mean {row['mean']:7.2f}  "
                   f"q90 {row['q90']:7.2f}  q99 {row['q99']:7.2f}  reach share {row['reach_share']:.3f}")
+        cell_xy = facts["cell_xy"]
         for run in runs:
             print(f"{run.run_dir} ({run.config.agent_name}, step {run.step}):")
-            cell_xy = facts["cell_xy"]
             for i, r in enumerate(rollouts(run, args.episodes, args.max_steps)):
                 nearest = float(np.min(np.linalg.norm(dataset.observations[:, :2] - r["final"], axis=1)))
                 closer = float(np.mean(np.linalg.norm(cell_xy - facts["goal"], axis=1)

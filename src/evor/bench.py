@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from evor.agents import parse_label
-from evor.data.files import try_lock
+from evor.data.files import atomic_write_json, try_lock
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
 from evor.rundir import CELL_RESULT, claim, read_metrics
@@ -162,7 +162,6 @@ def prepare_data(suite: dict, cells: list[Cell], workers: int = 1) -> None:
 def run_cell(cell: Cell) -> dict:
     """Train (or resume, or reuse) the cell's run and evaluate its final checkpoint."""
     from evor.checkpoints import checkpoint_step
-    from evor.data.files import atomic_write_json
     from evor.train import latest_checkpoint, load_run, train
 
     config = cell.config()
@@ -309,7 +308,6 @@ def bench(suite_name: str, out: str, agents=None, seeds=None, preset=None, backe
         raise EvorError(f"{len(failed)} of {len(cells)} cells failed: "
                         + "; ".join(f"{c.task} {c.label} seed {c.seed} ({c.run_dir})" for c in failed)
                         + ". Re-run the same command to retry them; finished cells are kept.")
-    from evor.data.files import atomic_write_json
     from evor.report import write_report
 
     results = [cell_summary(c) for c in cells]
