@@ -15,7 +15,8 @@ there leaves the start cell *away* from the goal and goes ten cells round. Print
 
     python benchmarks/maze_detour.py RUN [RUN ...] [--episodes 5] [--data-dir DIR]
 
-Every run must be of one pointmaze task and act one action per step (EVOR, FQL, IFQL, QC-1).
+Every run must be of one pointmaze task. Agents that act in chunks (QC-5) run each chunk open-loop,
+as `evor eval` does.
 """
 
 import argparse
@@ -54,19 +55,19 @@ def start_cell_returns(env, dataset, discount: float) -> dict:
 
 def rollouts(run, episodes: int, max_steps: int) -> list[dict]:
     """The first `episodes` of the run's final-evaluation block, one environment, default settings."""
-    if getattr(run.agent, "action_horizon", 1) != 1:
-        raise ConfigError(f"{run.run_dir}: acts in chunks of {run.agent.action_horizon}; this script steps "
-                          "one action at a time.")
+    horizon = getattr(run.agent, "action_horizon", 1)  # chunks (QC-5) run open-loop, as in evaluation
     env, policy = run.make_env(), run.policy(run.settings())
     first_seed = evaluation_seed(run.config.seed)
     out = []
     for episode in range(episodes):
         obs, info = env.reset(seed=first_seed + episode)
         key = jax.random.PRNGKey(first_seed + episode)
-        path = []
+        path, queue = [], []
         for _ in range(max_steps):
-            key, act_key = jax.random.split(key)
-            obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs[None], act_key))[0])
+            if not queue:
+                key, act_key = jax.random.split(key)
+                queue = list(np.asarray(policy(obs[None], act_key))[0].reshape(horizon, -1))
+            obs, _, terminated, truncated, info = env.step(queue.pop(0))
             path.append(np.asarray(obs[:2], np.float64))
             if info.get("success") or terminated or truncated:
                 break

@@ -167,18 +167,24 @@ def test_spearman_rows_on_orders_with_known_correlations():
     np.testing.assert_allclose(spearman_rows(np.array([[7.0, 7.0, 8.0, 9.0]]), np.array([[1.0, 2.0, 3.0, 4.0]])), [expected])
 
 
-def test_maze_detour_splits_the_start_cells_returns_by_the_actions_heading():
-    """benchmarks/maze_detour.py on a hand-made dataset with known Monte-Carlo returns (discount 0.5): a
-    trajectory heading for the goal that succeeds at its third step, one heading away that is cut after
-    two, and a transition outside the start cell that must be left out."""
+def _maze_detour():
     import importlib.util
-    import types
     from pathlib import Path
 
     path = Path(__file__).parent.parent / "benchmarks" / "maze_detour.py"
     spec = importlib.util.spec_from_file_location("maze_detour", path)
-    maze_detour = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(maze_detour)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_maze_detour_splits_the_start_cells_returns_by_the_actions_heading():
+    """benchmarks/maze_detour.py on a hand-made dataset with known Monte-Carlo returns (discount 0.5): a
+    trajectory heading for the goal that succeeds at its third step, one heading away that is cut after
+    two, and a transition outside the start cell that must be left out."""
+    import types
+
+    maze_detour = _maze_detour()
 
     obs = np.array([[16, 20], [15, 20], [14.5, 20], [17, 21], [18, 21], [0, 0]], np.float32)
     dataset = Dataset.from_arrays(
@@ -194,3 +200,40 @@ def test_maze_detour_splits_the_start_cells_returns_by_the_actions_heading():
     assert towards["mean"] == pytest.approx((-1.5 - 1.0 + 0.0) / 3)  # -1 - 0.5 * 1, -1, 0
     assert away["mean"] == pytest.approx(-1.5)  # cut, not ended: the partial return -1 + 0.5 * -1
     assert len(facts["cell_xy"]) == 4
+
+
+def test_maze_detour_runs_a_chunked_policys_chunks_open_loop():
+    """A QC-5-like run: one policy call per chunk of 3 actions, the chunk's actions executed in order,
+    and the path, end point and pinned share read from the states the environment returned."""
+    import types
+
+    class LineEnv:  # x moves by the action's first coordinate; never succeeds
+        unwrapped = types.SimpleNamespace(xy_to_ij=lambda xy: (int(xy[0]), int(xy[1])))
+
+        def reset(self, seed):
+            self.xy, self.actions = np.zeros(2), []
+            return self.xy.copy(), {}
+
+        def step(self, action):
+            self.actions.append(np.asarray(action).copy())
+            self.xy = self.xy + np.array([action[0], 0.0])
+            return self.xy.copy(), -1.0, False, False, {"success": False}
+
+        def close(self):
+            pass
+
+    env, calls = LineEnv(), []
+
+    def policy(obs, key):
+        calls.append(obs.copy())
+        return np.array([[1.0, 0.0, 2.0, 0.0, 3.0, 0.0]])  # actions (1, 0), (2, 0), (3, 0)
+
+    run = types.SimpleNamespace(agent=types.SimpleNamespace(action_horizon=3), config=types.SimpleNamespace(seed=0),
+                                make_env=lambda: env, policy=lambda settings: policy, settings=lambda: None)
+    (episode,) = _maze_detour().rollouts(run, episodes=1, max_steps=7)
+    assert len(calls) == 3  # chunks start at steps 0, 3 and 6
+    np.testing.assert_allclose(calls[1][0], [6.0, 0.0])  # after 1 + 2 + 3
+    np.testing.assert_allclose([a[0] for a in env.actions], [1, 2, 3, 1, 2, 3, 1])
+    assert episode["steps"] == 7 and not episode["success"]
+    np.testing.assert_allclose(episode["final"], [13.0, 0.0])
+    assert episode["final_cell"] == (13, 0) and episode["pinned_share"] == pytest.approx(1 / 7)
