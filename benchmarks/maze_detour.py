@@ -6,11 +6,14 @@ there leaves the start cell *away* from the goal and goes ten cells round. Print
 
 1. The data. Monte-Carlo returns-to-go (EVOR's default targets, at the first run's discount) of the
    transitions in the task's start cell, split by whether the action heads towards the goal
-   (a . (goal - start) > 0) or away from it. These are returns of the data's behaviour, pi_ref's: when
-   they are the same both ways, no readout of pi_ref's return distribution (any tau_Q) can prefer the
-   way round. Also the share of the data's states that are as close to the wall as the agent gets.
-2. Each run. The first episodes of its own final-evaluation block at its default inference settings:
-   where each ends (x, y and maze cell), how far that is from the nearest state in the data, and the
+   (a . (goal - start) > 0) or away from it. These are returns of the data's behaviour, pi_ref's,
+   averaged over the cell: the same both ways says the data's first action does not favour the way
+   round on average, not that a value fitted state by state cannot (at 150k updates EVOR's does).
+   Also the share of the data's states that are as close to the wall as the agent gets.
+2. Each run. For EVOR-like runs, Q* at the start for a unit action at each of 8 headings (which way
+   its choice among pi_ref's candidates pushes from there). Then the first episodes of the run's own
+   final-evaluation block at its default inference settings: where each ends (x, y and maze cell),
+   how far that is from the nearest state in the data, and the
    share of its steps spent within 0.5 of the final position (1.0: pinned there all episode).
 
     python benchmarks/maze_detour.py RUN [RUN ...] [--episodes 5] [--data-dir DIR]
@@ -23,10 +26,12 @@ import argparse
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from evor.data.dataset import load_task
 from evor.data.files import default_data_dir
+from evor.data.registry import reset_reproducibly
 from evor.data.targets import multistep_targets
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
@@ -53,6 +58,26 @@ def start_cell_returns(env, dataset, discount: float) -> dict:
     return dict(start=start, goal=goal, rows=rows, cell_xy=xy[in_cell])
 
 
+HEADINGS = {"+x": 0, "+x+y": 1, "+y": 2, "-x+y": 3, "-x": 4, "-x-y": 5, "-y": 6, "+x-y": 7}  # eighths of a turn
+
+
+def heading_values(run, position, keys: int = 16) -> dict[str, float] | None:
+    """Q*(s, a) of an EVOR-like run (one with `q_star`) at `position` for unit actions at the 8 headings,
+    at its default inference settings, averaged over `keys` draws of the return noise and put back on
+    the return scale. Which way its choice among pi_ref's candidates pushes from there; None for agents
+    without Q*."""
+    if not hasattr(run.agent, "q_star"):
+        return None
+    angles = np.array(list(HEADINGS.values())) * np.pi / 4
+    actions = jnp.asarray(np.stack([np.cos(angles), np.sin(angles)], -1), jnp.float32)
+    obs = jnp.asarray(np.tile(np.asarray(position, np.float32), (len(angles), 1)))
+    settings = run.settings()
+    unit = np.mean([np.asarray(run.agent.q_star(run.state, obs, actions, jax.random.PRNGKey(k), settings))
+                    for k in range(keys)], axis=0)
+    values = run.agent.return_scale.from_unit(unit)
+    return {name: float(v) for name, v in zip(HEADINGS, values)}
+
+
 def rollouts(run, episodes: int, max_steps: int) -> list[dict]:
     """The first `episodes` of the run's final-evaluation block, one environment, default settings."""
     horizon = getattr(run.agent, "action_horizon", 1)  # chunks (QC-5) run open-loop, as in evaluation
@@ -60,7 +85,7 @@ def rollouts(run, episodes: int, max_steps: int) -> list[dict]:
     first_seed = evaluation_seed(run.config.seed)
     out = []
     for episode in range(episodes):
-        obs, info = env.reset(seed=first_seed + episode)
+        obs, info = reset_reproducibly(env, first_seed + episode)  # the start `evor eval` gives this episode
         key = jax.random.PRNGKey(first_seed + episode)
         path, queue = [], []
         for _ in range(max_steps):
@@ -107,6 +132,11 @@ def main(argv=None) -> int:
         cell_xy = facts["cell_xy"]
         for run in runs:
             print(f"{run.run_dir} ({run.config.agent_name}, step {run.step}):")
+            values = heading_values(run, facts["start"])
+            if values is not None:
+                ranked = sorted(values, key=values.get, reverse=True)
+                print("  Q* at the start by heading (unit action, best first; the goal is -x): "
+                      + ", ".join(f"{name} {values[name]:.1f}" for name in ranked))
             for i, r in enumerate(rollouts(run, args.episodes, args.max_steps)):
                 nearest = float(np.min(np.linalg.norm(dataset.observations[:, :2] - r["final"], axis=1)))
                 closer = float(np.mean(np.linalg.norm(cell_xy - facts["goal"], axis=1)

@@ -237,3 +237,24 @@ def test_maze_detour_runs_a_chunked_policys_chunks_open_loop():
     assert episode["steps"] == 7 and not episode["success"]
     np.testing.assert_allclose(episode["final"], [13.0, 0.0])
     assert episode["final_cell"] == (13, 0) and episode["pinned_share"] == pytest.approx(1 / 7)
+
+
+def test_maze_detour_reads_q_star_by_heading_on_the_return_scale():
+    """A fake EVOR run whose unit-scale Q* is the action's x component: +x scores highest, -x lowest,
+    the diagonals in between, mapped to returns through the run's ReturnScale; no Q*, no reading."""
+    import types
+
+    import jax.numpy as jnp
+
+    def q_star(state, obs, actions, key, settings):
+        assert obs.shape == (8, 2) and np.allclose(obs, [16.0, 20.0])
+        return jnp.asarray(actions)[:, 0]
+
+    scale = ReturnScale.from_rewards(-1.0, 0.0, 0.99)  # unit -1..1 is return -100..0
+    run = types.SimpleNamespace(agent=types.SimpleNamespace(q_star=q_star, return_scale=scale), state=None,
+                                settings=lambda: None)
+    values = _maze_detour().heading_values(run, (16.0, 20.0), keys=2)
+    assert values["+x"] == pytest.approx(0.0) and values["-x"] == pytest.approx(-100.0)
+    assert values["+x+y"] == pytest.approx(values["+x-y"]) == pytest.approx(-50 + 50 * np.sqrt(0.5), abs=1e-4)
+    assert values["+y"] == pytest.approx(-50.0, abs=1e-4)
+    assert _maze_detour().heading_values(types.SimpleNamespace(agent=object()), (0.0, 0.0)) is None
