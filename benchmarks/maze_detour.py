@@ -1,6 +1,6 @@
 """Where does a pointmaze policy get stuck, and can the data's returns see the way round the wall?
 
-Written for pointmaze-medium task 4 (docs/ablations.md, "Why pointmaze task 4 reads 0"): the start
+Written for pointmaze-medium task 4 (docs/ablations.md, "Pointmaze task 4"): the start
 (16, 20) and the goal (0, 20) lie in one row of the maze with a wall cell between them, so the way
 there leaves the start cell *away* from the goal and goes ten cells round. Printed:
 
