@@ -13,8 +13,8 @@ there leaves the start cell *away* from the goal and goes ten cells round. Print
 2. Each run. For EVOR-like runs, Q* at the start for a unit action at each of 8 headings (which way
    its choice among pi_ref's candidates pushes from there). Then the first episodes of the run's own
    final-evaluation block at its default inference settings: where each ends (x, y and maze cell),
-   how far that is from the nearest state in the data, and the
-   share of its steps spent within 0.5 of the final position (1.0: pinned there all episode).
+   how far that is from the nearest state in the data, and the share of its steps spent within 0.5
+   of the final position (1.0: pinned there all episode).
 
     python benchmarks/maze_detour.py RUN [RUN ...] [--episodes 5] [--data-dir DIR]
 
@@ -58,7 +58,7 @@ def start_cell_returns(env, dataset, discount: float) -> dict:
     return dict(start=start, goal=goal, rows=rows, cell_xy=xy[in_cell])
 
 
-HEADINGS = {"+x": 0, "+x+y": 1, "+y": 2, "-x+y": 3, "-x": 4, "-x-y": 5, "-y": 6, "+x-y": 7}  # eighths of a turn
+HEADINGS = ("+x", "+x+y", "+y", "-x+y", "-x", "-x-y", "-y", "+x-y")  # counter-clockwise, eighths of a turn
 
 
 def heading_values(run, position, keys: int = 16) -> dict[str, float] | None:
@@ -68,7 +68,7 @@ def heading_values(run, position, keys: int = 16) -> dict[str, float] | None:
     without Q*."""
     if not hasattr(run.agent, "q_star"):
         return None
-    angles = np.array(list(HEADINGS.values())) * np.pi / 4
+    angles = np.arange(len(HEADINGS)) * np.pi / 4
     actions = jnp.asarray(np.stack([np.cos(angles), np.sin(angles)], -1), jnp.float32)
     obs = jnp.asarray(np.tile(np.asarray(position, np.float32), (len(angles), 1)))
     settings = run.settings()

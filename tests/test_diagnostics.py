@@ -253,8 +253,9 @@ def test_maze_detour_reads_q_star_by_heading_on_the_return_scale():
     scale = ReturnScale.from_rewards(-1.0, 0.0, 0.99)  # unit -1..1 is return -100..0
     run = types.SimpleNamespace(agent=types.SimpleNamespace(q_star=q_star, return_scale=scale), state=None,
                                 settings=lambda: None)
-    values = _maze_detour().heading_values(run, (16.0, 20.0), keys=2)
+    maze_detour = _maze_detour()
+    values = maze_detour.heading_values(run, (16.0, 20.0), keys=2)
     assert values["+x"] == pytest.approx(0.0) and values["-x"] == pytest.approx(-100.0)
     assert values["+x+y"] == pytest.approx(values["+x-y"]) == pytest.approx(-50 + 50 * np.sqrt(0.5), abs=1e-4)
     assert values["+y"] == pytest.approx(-50.0, abs=1e-4)
-    assert _maze_detour().heading_values(types.SimpleNamespace(agent=object()), (0.0, 0.0)) is None
+    assert maze_detour.heading_values(types.SimpleNamespace(agent=object()), (0.0, 0.0)) is None
