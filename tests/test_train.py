@@ -246,6 +246,25 @@ def test_vmapped_seeds_resume_from_the_newest_common_checkpoint(data_dir, tmp_pa
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
 
 
+def test_a_deadline_stops_after_one_chunk_with_a_checkpoint_that_resumes_bitwise(data_dir, tmp_path):
+    import time
+
+    from evor.checkpoints import checkpoint_step
+    from evor.train import checkpoints, train_seeds
+
+    config = _config(data_dir)
+    assert config.checkpoint_every % config.log_every == 0 and config.checkpoint_every > config.log_every
+    whole = train(config, tmp_path / "whole", show_progress=False)
+    stopped = train_seeds(config, [config.seed], [tmp_path / "boxed"], show_progress=False, deadline=time.time())
+    # Past the deadline from the start: one chunk, saved although no checkpoint was due at that step.
+    assert stopped[0].step == config.log_every
+    assert [checkpoint_step(p) for p in checkpoints(tmp_path / "boxed")] == [config.log_every]
+    resumed = train(config, tmp_path / "boxed", resume=True, show_progress=False)
+    assert resumed.step == whole.step
+    for a, b in zip(_leaves(whole.state), _leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_vectorised_evaluation_on_ogbench_equals_sequential(data_dir, tmp_path):
     train(_config(data_dir), tmp_path / "run", show_progress=False)
     run = load_run(tmp_path / "run")

@@ -71,8 +71,10 @@ def load_results(out: Path) -> list[dict]:
 
 
 def sweep(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, out: Path,
-          show_progress: bool = True, latency_repeats: int = 10) -> list[dict]:
-    """Evaluate every setting of the grid on one checkpoint; skip settings already in `out`."""
+          show_progress: bool = True, latency_repeats: int = 10, **batching) -> list[dict]:
+    """Evaluate every setting of the grid on one checkpoint; skip settings already in `out`. `batching`
+    (pool_size, workers, rows) goes to `Run.evaluate`: how episodes share the device, not which episodes
+    run, so it is not part of a result's key."""
     results = load_results(out)
     done = {r.get("key") for r in results}
     todo = grid_settings(run, grids, fixed)
@@ -82,8 +84,10 @@ def sweep(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, ou
         if key in done:
             print(f"[{index + 1}/{len(todo)}] {label}: already done, skipped", flush=True)
             continue
-        result = run.evaluate(settings, episodes, seed=seed, show_progress=show_progress)
+        result = run.evaluate(settings, episodes, seed=seed, show_progress=show_progress, **batching)
         result["key"] = key
+        if batching:
+            result["batching"] = batching
         result["seed"] = seed
         result["single_action_ms"] = single_action_ms(run, settings, latency_repeats)
         done.add(key)

@@ -264,9 +264,12 @@ def _due(step: int, config: TrainConfig) -> tuple[bool, bool]:
 
 
 def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: bool = False,
-                show_progress: bool = True, stop_after: int | None = None, mode: str = "auto") -> list[Run]:
+                show_progress: bool = True, stop_after: int | None = None, mode: str = "auto",
+                deadline: float | None = None) -> list[Run]:
     """Train several seeds of one config in one process and one compiled call per chunk, vmapped over
-    the seed axis or mapped over it (`mode`, see `batch_mode`).
+    the seed axis or mapped over it (`mode`, see `batch_mode`). With `deadline` (a `time.time()` value)
+    training stops after the first chunk that ends past it and checkpoints there, so a time-boxed run
+    (a GPU lease) keeps everything it trained and can be resumed.
 
     The dataset is loaded once and shared; every seed keeps its own RNG chain (the one it would have
     alone), run directory, metrics and checkpoints, so each directory reads as if it had run alone.
@@ -286,10 +289,11 @@ def train_seeds(config: TrainConfig, seeds: list[int], run_dirs: list, resume: b
     with contextlib.ExitStack() as claims:  # held before the first write, for the whole training
         for run_dir in run_dirs:
             claims.enter_context(claim(run_dir))
-        return _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode)
+        return _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode, deadline)
 
 
-def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode) -> list[Run]:
+def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop_after, mode,
+                   deadline) -> list[Run]:
 
     env, train_set, val_set = load_task(config.task, data_dir=config.data_dir, env=False)
     agent = _agent_for(config, train_set.observation_dim, train_set.action_dim, train_set.reward_bounds())
@@ -346,6 +350,8 @@ def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop
             metrics.update({k: np.asarray(v) for k, v in val_metrics.items()})
             finite = np.asarray(params_finite(state))
             checkpoint_due, eval_due = _due(step, config)
+            out_of_time = deadline is not None and time.time() >= deadline
+            checkpoint_due = checkpoint_due or out_of_time
             host_state = _to_numpy(state) if (checkpoint_due or eval_due) else None
             for i, (run, run_dir) in enumerate(zip(runs, run_dirs)):
                 seed_metrics = {k: float(v[i]) for k, v in metrics.items()}
@@ -373,6 +379,8 @@ def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop
             bar.update(config.log_every)
             bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in metrics.items() if k in (
                 "actor_loss", "return_loss", "val_return_loss")})
+            if out_of_time:
+                break
     host_state = _to_numpy(state)
     for i, run in enumerate(runs):
         run.state, run.step = jax.tree.map(jnp.asarray, _unstack(host_state, i)), step
