@@ -54,8 +54,9 @@ def accelerator_environment(environ: dict) -> dict:
     - XLA_PYTHON_CLIENT_PREALLOCATE=false: several programs of very different sizes run in one process
       and its worker processes (data generation, evaluation envs) start JAX too; the default grab of
       75% of GPU memory per process would starve them. Growth allocation costs little for these sizes.
-    - MUJOCO_GL=egl: headless rendering backend (evor/__init__.py sets the same default)."""
-    wanted = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "MUJOCO_GL": "egl"}
+    - MUJOCO_GL=disable: nothing renders, and the GPU machine has no libEGL (evor/__init__.py sets the
+      same default)."""
+    wanted = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "MUJOCO_GL": "disable"}
     return {k: v for k, v in wanted.items() if k not in environ}
 
 

@@ -36,7 +36,7 @@ def test_seed_batching_follows_the_mode(monkeypatch):
 def test_accelerator_environment_sets_growth_allocation_and_keeps_user_values():
     from gpu_check import accelerator_environment
 
-    assert accelerator_environment({}) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "MUJOCO_GL": "egl"}
+    assert accelerator_environment({}) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "MUJOCO_GL": "disable"}
     assert accelerator_environment({"XLA_PYTHON_CLIENT_PREALLOCATE": "true", "MUJOCO_GL": "osmesa"}) == {}
 
 

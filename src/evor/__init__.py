@@ -1,12 +1,15 @@
 """evor: scalable offline RL with expressive value learning.
 
-MuJoCo's OpenGL backend is chosen before anything imports ogbench/dm_control: osmesa crashes the
-import on headless machines, EGL does not. A user's explicit MUJOCO_GL is respected.
+MuJoCo's OpenGL is switched off (MUJOCO_GL=disable) before anything imports ogbench/dm_control:
+evor never renders, and with a GL backend named the import itself needs that backend's library. A
+bare GPU machine has no libEGL, and `import mujoco` then fails deep inside PyOpenGL (seen on an H200
+machine, 2026-11-30); osmesa crashes the import on headless machines. Every OGBench environment steps
+the same without it. A user's explicit MUJOCO_GL (to render videos, say) is respected.
 """
 
 import os
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("MUJOCO_GL", "disable")
 
 import warnings  # noqa: E402
 

@@ -241,7 +241,7 @@ def run_ray(cells: list[Cell], address: str | None = None, num_cpus: float = 1, 
     except ImportError:
         raise EvorError("The ray backend needs Ray: pip install 'evor[ray]'.") from None
     if not ray.is_initialized():
-        ray.init(address=address, runtime_env={"env_vars": {"XLA_FLAGS": SINGLE_THREAD_XLA, "MUJOCO_GL": "egl"}},
+        ray.init(address=address, runtime_env={"env_vars": {"XLA_FLAGS": SINGLE_THREAD_XLA, "MUJOCO_GL": "disable"}},
                  include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(_ray_cell)
     todo = [c for c in cells if not c.done()]
