@@ -54,14 +54,32 @@ def agent_cells(args, label: str) -> list[Cell]:
                  tuple(sorted(overrides.items())), args.data_dir) for seed in args.seeds]
 
 
-def run_agent(args, label: str) -> dict:
-    """One agent's seeds: train (vmapped, until --steps or --train-seconds), then evaluate."""
+def checkpoint_runs(run_dir: Path, steps: list[int]):
+    """The run at each checkpoint of `steps` in turn: one Run object with each checkpoint's state swapped
+    in, so its compiled policy is reused (the state is an argument of it, not a constant)."""
     import jax
     import jax.numpy as jnp
 
-    from evor.checkpoints import checkpoint_name, latest_checkpoint, load_checkpoint
+    from evor.checkpoints import checkpoint_name, load_checkpoint
+    from evor.train import load_run, state_template
+
+    run = None
+    for step in steps:
+        if run is None:
+            run = load_run(run_dir, step=step)
+        else:
+            payload = load_checkpoint(run_dir / "checkpoints" / checkpoint_name(step), state_template(run.agent))
+            run.state, run.step = jax.tree.map(jnp.asarray, payload["state"]), payload["step"]
+        yield run
+
+
+def run_agent(args, label: str) -> dict:
+    """One agent's seeds: train (vmapped, until --steps or --train-seconds), then evaluate."""
+    import jax
+
+    from evor.checkpoints import latest_checkpoint
     from evor.sweep import sweep
-    from evor.train import load_run, state_template, train_seeds
+    from evor.train import batch_mode, train_seeds
 
     cells = agent_cells(args, label)
     config = cells[0].config()
@@ -79,13 +97,10 @@ def run_agent(args, label: str) -> dict:
     for cell in cells:
         kept = sorted(checkpoint_step(p) for p in checkpoints(cell.run_dir))[-args.last:]
         scores = {}
-        run = load_run(cell.run_dir, step=kept[0]) if kept else None
-        for step in kept:
-            if step != run.step:  # the same Run, so its compiled policy is reused (the state is an argument)
-                payload = load_checkpoint(cell.run_dir / "checkpoints" / checkpoint_name(step), state_template(run.agent))
-                run.state, run.step = jax.tree.map(jnp.asarray, payload["state"]), step
+        for run in checkpoint_runs(cell.run_dir, kept):
+            step = run.step
             results = sweep(run, {}, {}, args.episodes, evaluation_seed(cell.seed), cell.run_dir / "eval.json",
-                            show_progress=False, pool_size=args.episodes, workers=workers, rows="auto")
+                            show_progress=False, pool_size=args.episodes, workers=workers, rows=batch_mode())
             result = next(r for r in results if r["step"] == step and r["seed"] == evaluation_seed(cell.seed))
             scores[step] = {k: result[k] for k in ("success_rate", "return_mean", "seconds")}
             if step == args.steps:
@@ -97,13 +112,12 @@ def run_agent(args, label: str) -> dict:
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
 
 
-def progress(args, procs: dict, started: float) -> str:
+def progress(args, labels, started: float) -> str:
     parts = []
-    for label in procs:
-        rows = read_metrics(agent_cells(args, label)[0].run_dir) if (agent_cells(args, label)[0].run_dir
-                                                                    / "metrics.jsonl").exists() else []
-        step = rows[-1]["step"] if rows else 0
-        rate = rows[-1].get("steps_per_second", 0.0) if rows else 0.0
+    for label in labels:
+        run_dir = agent_cells(args, label)[0].run_dir
+        rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+        step, rate = (rows[-1]["step"], rows[-1].get("steps_per_second", 0.0)) if rows else (0, 0.0)
         parts.append(f"{label} {step}/{args.steps} ({rate:.0f}/s)")
     return f"[{time.time() - started:5.0f}s] " + ", ".join(parts)
 
@@ -132,7 +146,7 @@ def summary_markdown(rows: list[dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True)
     parser.add_argument("--agents", default="evor,fql,ifql,qc5")
@@ -149,10 +163,15 @@ def main(argv=None) -> int:
     parser.add_argument("--agent", default=None, help=argparse.SUPPRESS)  # a child process's one agent
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in str(args.seeds).split(",")]
+    if not args.eval_workers:
+        args.eval_workers = max(1, len(os.sched_getaffinity(0)) // len(args.agents.split(",")))
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     labels = args.agents.split(",")
     out = Path(args.out)
-    if not args.eval_workers:
-        args.eval_workers = max(1, len(os.sched_getaffinity(0)) // len(labels))
     if args.agent is not None:
         result = run_agent(args, args.agent)
         atomic_write_json(out / f"agent-{args.agent}.json", result)
@@ -168,7 +187,7 @@ def main(argv=None) -> int:
                                         stdout=log, stderr=subprocess.STDOUT)
     while any(p.poll() is None for p in procs.values()):
         time.sleep(15)
-        print(progress(args, procs, started), flush=True)
+        print(progress(args, labels, started), flush=True)
     rows = []
     for label, proc in procs.items():
         path = out / f"agent-{label}.json"
