@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -108,7 +109,7 @@ def run_agent(args, label: str) -> dict:
         seeds[cell.seed] = scores
     return {"agent": label, "task": args.task, "seeds": seeds, "stopped_by_time": stopped,
             "train_seconds": train_seconds, "eval_seconds": time.time() - started - train_seconds,
-            "updates_per_second_per_seed": sorted(rates)[len(rates) // 2] if rates else None,
+            "updates_per_second_per_seed": statistics.median(rates) if rates else None,
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
 
 
@@ -181,10 +182,10 @@ def main(argv=None) -> int:
     started = time.time()
     procs = {}
     for label in labels:
-        log = open(out / f"{label}.log", "w")  # noqa: SIM115  (closed when the child ends)
-        procs[label] = subprocess.Popen([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
-                                         "--agent", label, "--eval-workers", str(args.eval_workers)],
-                                        stdout=log, stderr=subprocess.STDOUT)
+        with open(out / f"{label}.log", "w") as log:  # the child holds its own copy of the descriptor
+            procs[label] = subprocess.Popen([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
+                                             "--agent", label, "--eval-workers", str(args.eval_workers)],
+                                            stdout=log, stderr=subprocess.STDOUT)
     while any(p.poll() is None for p in procs.values()):
         time.sleep(15)
         print(progress(args, labels, started), flush=True)

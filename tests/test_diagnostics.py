@@ -167,24 +167,13 @@ def test_spearman_rows_on_orders_with_known_correlations():
     np.testing.assert_allclose(spearman_rows(np.array([[7.0, 7.0, 8.0, 9.0]]), np.array([[1.0, 2.0, 3.0, 4.0]])), [expected])
 
 
-def _maze_detour():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "benchmarks" / "maze_detour.py"
-    spec = importlib.util.spec_from_file_location("maze_detour", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_maze_detour_splits_the_start_cells_returns_by_the_actions_heading():
+def test_maze_detour_splits_the_start_cells_returns_by_the_actions_heading(benchmark_script):
     """benchmarks/maze_detour.py on a hand-made dataset with known Monte-Carlo returns (discount 0.5): a
     trajectory heading for the goal that succeeds at its third step, one heading away that is cut after
     two, and a transition outside the start cell that must be left out."""
     import types
 
-    maze_detour = _maze_detour()
+    maze_detour = benchmark_script("maze_detour")
 
     obs = np.array([[16, 20], [15, 20], [14.5, 20], [17, 21], [18, 21], [0, 0]], np.float32)
     dataset = Dataset.from_arrays(
@@ -202,7 +191,7 @@ def test_maze_detour_splits_the_start_cells_returns_by_the_actions_heading():
     assert len(facts["cell_xy"]) == 4
 
 
-def test_maze_detour_runs_a_chunked_policys_chunks_open_loop():
+def test_maze_detour_runs_a_chunked_policys_chunks_open_loop(benchmark_script):
     """A QC-5-like run: one policy call per chunk of 3 actions, the chunk's actions executed in order,
     and the path, end point and pinned share read from the states the environment returned."""
     import types
@@ -230,7 +219,7 @@ def test_maze_detour_runs_a_chunked_policys_chunks_open_loop():
 
     run = types.SimpleNamespace(agent=types.SimpleNamespace(action_horizon=3), config=types.SimpleNamespace(seed=0),
                                 make_env=lambda: env, policy=lambda settings: policy, settings=lambda: None)
-    (episode,) = _maze_detour().rollouts(run, episodes=1, max_steps=7)
+    (episode,) = benchmark_script("maze_detour").rollouts(run, episodes=1, max_steps=7)
     assert len(calls) == 3  # chunks start at steps 0, 3 and 6
     np.testing.assert_allclose(calls[1][0], [6.0, 0.0])  # after 1 + 2 + 3
     np.testing.assert_allclose([a[0] for a in env.actions], [1, 2, 3, 1, 2, 3, 1])
@@ -239,7 +228,7 @@ def test_maze_detour_runs_a_chunked_policys_chunks_open_loop():
     assert episode["final_cell"] == (13, 0) and episode["pinned_share"] == pytest.approx(1 / 7)
 
 
-def test_maze_detour_reads_q_star_by_heading_on_the_return_scale():
+def test_maze_detour_reads_q_star_by_heading_on_the_return_scale(benchmark_script):
     """A fake EVOR run whose unit-scale Q* is the action's x component: +x scores highest, -x lowest,
     the diagonals in between, mapped to returns through the run's ReturnScale; no Q*, no reading."""
     import types
@@ -253,7 +242,7 @@ def test_maze_detour_reads_q_star_by_heading_on_the_return_scale():
     scale = ReturnScale.from_rewards(-1.0, 0.0, 0.99)  # unit -1..1 is return -100..0
     run = types.SimpleNamespace(agent=types.SimpleNamespace(q_star=q_star, return_scale=scale), state=None,
                                 settings=lambda: None)
-    maze_detour = _maze_detour()
+    maze_detour = benchmark_script("maze_detour")
     values = maze_detour.heading_values(run, (16.0, 20.0), keys=2)
     assert values["+x"] == pytest.approx(0.0) and values["-x"] == pytest.approx(-100.0)
     assert values["+x+y"] == pytest.approx(values["+x-y"]) == pytest.approx(-50 + 50 * np.sqrt(0.5), abs=1e-4)

@@ -1,44 +1,25 @@
 """benchmarks/gpu_cells.py on real (tiny) OGBench data: a time-boxed agent keeps what it trained, and
 every kept checkpoint is scored on its seed's own episodes with that checkpoint's parameters."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
 
-from evor.data.generate import generate_dataset
 from evor.evaluate import evaluation_seed
 from evor.train import load_run
 
 TASK = "cube-single-play-singletask-task1-v0"
 
 
-def _gpu_cells():
-    path = Path(__file__).parent.parent / "benchmarks" / "gpu_cells.py"
-    spec = importlib.util.spec_from_file_location("gpu_cells", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    generate_dataset("cube-single-play-v0", out_dir=out, episodes=2, workers=1, show_progress=False)
-    return out
-
-
-def _args(gpu_cells, data_dir, out, *extra):
+def _args(gpu_cells, cube_single_data, out, *extra):
     return gpu_cells.parse_args(["--task", TASK, "--agents", "fql", "--seeds", "0,1", "--preset", "tiny",
                                  "--steps", "200", "--checkpoint-every", "50", "--episodes", "2",
-                                 "--eval-workers", "1", "--data-dir", str(data_dir), "--out", str(out), *extra])
+                                 "--eval-workers", "1", "--data-dir", str(cube_single_data), "--out", str(out), *extra])
 
 
-def test_each_kept_checkpoint_is_scored_with_its_own_parameters(data_dir, tmp_path):
-    gpu_cells = _gpu_cells()
-    args = _args(gpu_cells, data_dir, tmp_path)
+def test_each_kept_checkpoint_is_scored_with_its_own_parameters(cube_single_data, tmp_path, benchmark_script):
+    gpu_cells = benchmark_script("gpu_cells")
+    args = _args(gpu_cells, cube_single_data, tmp_path)
     row = gpu_cells.run_agent(args, "fql")
     assert not row["stopped_by_time"]
     for seed in (0, 1):
@@ -52,13 +33,13 @@ def test_each_kept_checkpoint_is_scored_with_its_own_parameters(data_dir, tmp_pa
     assert "| fql | 200 |" in table
 
 
-def test_checkpoint_runs_act_as_a_fresh_load_of_each_checkpoint(data_dir, tmp_path):
+def test_checkpoint_runs_act_as_a_fresh_load_of_each_checkpoint(cube_single_data, tmp_path, benchmark_script):
     """The scored Run is reused with each checkpoint's state swapped in; it must act exactly as that
     checkpoint loaded on its own (cube returns cannot show it: failing episodes all return -length)."""
     import jax
 
-    gpu_cells = _gpu_cells()
-    args = _args(gpu_cells, data_dir, tmp_path, "--seeds", "0")
+    gpu_cells = benchmark_script("gpu_cells")
+    args = _args(gpu_cells, cube_single_data, tmp_path, "--seeds", "0")
     config = gpu_cells.agent_cells(args, "fql")[0].config()
     from evor.train import train
 
@@ -75,9 +56,9 @@ def test_checkpoint_runs_act_as_a_fresh_load_of_each_checkpoint(data_dir, tmp_pa
     assert not np.allclose(actions[0], actions[2]), "checkpoints 100 and 200 must act differently"
 
 
-def test_a_spent_time_box_keeps_the_first_chunk_and_says_so(data_dir, tmp_path):
-    gpu_cells = _gpu_cells()
-    args = _args(gpu_cells, data_dir, tmp_path, "--train-seconds", "0")
+def test_a_spent_time_box_keeps_the_first_chunk_and_says_so(cube_single_data, tmp_path, benchmark_script):
+    gpu_cells = benchmark_script("gpu_cells")
+    args = _args(gpu_cells, cube_single_data, tmp_path, "--train-seconds", "0")
     row = gpu_cells.run_agent(args, "fql")
     assert row["stopped_by_time"]
     for seed in (0, 1):

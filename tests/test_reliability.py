@@ -25,23 +25,16 @@ LONG = dict(total_steps=1500, log_every=50, checkpoint_every=100, eval_every=0)
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    generate_dataset("cube-single-play-v0", out_dir=out, episodes=2, workers=1, show_progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def reference(data_dir, tmp_path_factory):
+def reference(cube_single_data, tmp_path_factory):
     """The uninterrupted run every interrupted one must reproduce bitwise."""
-    run = train(make_config("tiny", task=TASK, data_dir=str(data_dir), **LONG),
+    run = train(make_config("tiny", task=TASK, data_dir=str(cube_single_data), **LONG),
                 tmp_path_factory.mktemp("ref") / "run", show_progress=False)
     return [np.asarray(x) for x in jax.tree.leaves(run.state)]
 
 
-def _cli_train(data_dir, run_dir, resume=False):
+def _cli_train(cube_single_data, run_dir, resume=False):
     args = [sys.executable, "-m", "evor.cli", "train", "--task", TASK, "--preset", "tiny", "--data-dir",
-            str(data_dir), "--run-dir", str(run_dir), "--quiet"]
+            str(cube_single_data), "--run-dir", str(run_dir), "--quiet"]
     args += [f"--set={k}={v}" for k, v in LONG.items()]
     return subprocess.Popen(args + (["--resume"] if resume else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -53,18 +46,18 @@ def _assert_same_as_reference(run_dir, reference):
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
-def test_sigkill_at_random_moments_then_resume_reaches_the_same_parameters(data_dir, reference, tmp_path):
+def test_sigkill_at_random_moments_then_resume_reaches_the_same_parameters(cube_single_data, reference, tmp_path):
     rng = np.random.default_rng(2024)
     outcomes = []
     for trial in range(3):
         run_dir = tmp_path / f"trial{trial}"
-        proc = _cli_train(data_dir, run_dir)
+        proc = _cli_train(cube_single_data, run_dir)
         time.sleep(float(rng.uniform(4.0, 14.0)))  # anywhere from start-up to mid-training
         killed = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
         at = [c.name for c in checkpoints(run_dir)]
-        resumed = _cli_train(data_dir, run_dir, resume=(run_dir / "config.json").exists())
+        resumed = _cli_train(cube_single_data, run_dir, resume=(run_dir / "config.json").exists())
         _, err = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, err.decode()[-2000:]
         _assert_same_as_reference(run_dir, reference)
@@ -75,14 +68,14 @@ def test_sigkill_at_random_moments_then_resume_reaches_the_same_parameters(data_
     assert any(killed for killed, _ in outcomes)  # at least one trial really died mid-run
 
 
-def test_a_run_directory_in_use_by_another_process_is_refused_and_released_when_it_dies(data_dir, tmp_path):
+def test_a_run_directory_in_use_by_another_process_is_refused_and_released_when_it_dies(cube_single_data, tmp_path):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom evor.rundir import claim\n"
                                "with claim(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n",
                                str(run_dir)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        config = make_config("tiny", task=TASK, data_dir=str(data_dir), total_steps=100, log_every=50, eval_every=0)
+        config = make_config("tiny", task=TASK, data_dir=str(cube_single_data), total_steps=100, log_every=50, eval_every=0)
         with pytest.raises(EvorError, match=rf"in use by another evor process \(pid {holder.pid}\)"):
             train(config, run_dir, show_progress=False)
         assert not (run_dir / "config.json").exists() and not checkpoints(run_dir)  # nothing was touched
@@ -93,9 +86,9 @@ def test_a_run_directory_in_use_by_another_process_is_refused_and_released_when_
     assert load_checkpoint(checkpoints(run_dir)[-1])["step"] == 100
 
 
-def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(data_dir, reference, tmp_path):
+def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(cube_single_data, reference, tmp_path):
     run_dir = tmp_path / "run"
-    train(make_config("tiny", task=TASK, data_dir=str(data_dir), **LONG), run_dir, show_progress=False,
+    train(make_config("tiny", task=TASK, data_dir=str(cube_single_data), **LONG), run_dir, show_progress=False,
           stop_after=300)
     latest = checkpoints(run_dir)[-1]
     blob = bytearray(latest.read_bytes())
@@ -105,14 +98,14 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(data_dir, re
         assert load_run(run_dir).step == 200
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train(make_config("tiny", task=TASK, data_dir=str(data_dir), **LONG), run_dir, resume=True,
+        train(make_config("tiny", task=TASK, data_dir=str(cube_single_data), **LONG), run_dir, resume=True,
               show_progress=False)
     _assert_same_as_reference(run_dir, reference)
 
 
-def test_planted_nan_stops_the_run_naming_the_step_and_keeps_the_last_finite_checkpoint(data_dir, tmp_path,
+def test_planted_nan_stops_the_run_naming_the_step_and_keeps_the_last_finite_checkpoint(cube_single_data, tmp_path,
                                                                                         monkeypatch):
-    config = make_config("tiny", task=TASK, data_dir=str(data_dir), **LONG)
+    config = make_config("tiny", task=TASK, data_dir=str(cube_single_data), **LONG)
     run_dir = tmp_path / "run"
     train(config, run_dir, show_progress=False, stop_after=100)
     real_table = EVOR.make_table

@@ -10,30 +10,22 @@ import numpy as np
 import pytest
 
 from evor.agents.evor import EVORConfig, InferenceSettings
-from evor.data.generate import generate_dataset
 from evor.errors import ConfigError, EvorError
 from evor.train import load_run, make_config, train
 
 TASK = "cube-single-play-singletask-task1-v0"
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    generate_dataset("cube-single-play-v0", out_dir=out, episodes=2, workers=1, show_progress=False)
-    return out
-
-
-def _config(data_dir, **kw):
-    return make_config("tiny", task=TASK, data_dir=str(data_dir), eval_every=0, **kw)
+def _config(cube_single_data, **kw):
+    return make_config("tiny", task=TASK, data_dir=str(cube_single_data), eval_every=0, **kw)
 
 
 def _leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
-def test_resumed_run_equals_the_uninterrupted_one(data_dir, tmp_path):
-    config = _config(data_dir)
+def test_resumed_run_equals_the_uninterrupted_one(cube_single_data, tmp_path):
+    config = _config(cube_single_data)
     whole = train(config, tmp_path / "whole", show_progress=False)
     train(config, tmp_path / "split", show_progress=False, stop_after=100)
     resumed = train(config, tmp_path / "split", resume=True, show_progress=False)
@@ -44,13 +36,13 @@ def test_resumed_run_equals_the_uninterrupted_one(data_dir, tmp_path):
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
 
 
-def test_a_finished_run_extended_to_more_steps_equals_one_trained_that_long(data_dir, tmp_path):
+def test_a_finished_run_extended_to_more_steps_equals_one_trained_that_long(cube_single_data, tmp_path):
     # total_steps and the evaluation and checkpoint schedule may change on resume because none of them
     # changes what is learned: 200 steps, then extended to 300 with an evaluation at 300 and another
     # checkpoint cadence, must be bitwise the run trained for 300 steps from the start
-    long = train(_config(data_dir, total_steps=300), tmp_path / "long", show_progress=False)
-    train(_config(data_dir), tmp_path / "short", show_progress=False)
-    schedule = make_config("tiny", task=TASK, data_dir=str(data_dir), total_steps=300, eval_every=300,
+    long = train(_config(cube_single_data, total_steps=300), tmp_path / "long", show_progress=False)
+    train(_config(cube_single_data), tmp_path / "short", show_progress=False)
+    schedule = make_config("tiny", task=TASK, data_dir=str(cube_single_data), total_steps=300, eval_every=300,
                            checkpoint_every=150)
     extended = train(schedule, tmp_path / "short", resume=True, show_progress=False)
     assert long.step == extended.step == 300
@@ -62,23 +54,23 @@ def test_a_finished_run_extended_to_more_steps_equals_one_trained_that_long(data
     assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300] and "eval_success_rate" in rows[-1]
     # a run is extended, never cut back below what it has trained; anything else that differs is refused
     with pytest.raises(EvorError, match="already trained 300 steps.*extended, not shortened"):
-        train(_config(data_dir, total_steps=250), tmp_path / "short", resume=True, show_progress=False)
+        train(_config(cube_single_data, total_steps=250), tmp_path / "short", resume=True, show_progress=False)
     with pytest.raises(EvorError, match="batch_size: saved 32, requested 64"):
-        train(_config(data_dir, total_steps=400, batch_size=64), tmp_path / "short", resume=True, show_progress=False)
+        train(_config(cube_single_data, total_steps=400, batch_size=64), tmp_path / "short", resume=True, show_progress=False)
 
 
-def test_keep_checkpoints_every_spares_its_multiples_from_pruning(data_dir, tmp_path):
+def test_keep_checkpoints_every_spares_its_multiples_from_pruning(cube_single_data, tmp_path):
     # the newest three are kept as always, plus every multiple of keep_checkpoints_every, so a long run's
     # curve can be evaluated afterwards; the setting is part of the schedule, so a resume may add it
     from evor.checkpoints import checkpoint_step, checkpoints
 
-    train(_config(data_dir, total_steps=200, checkpoint_every=50), tmp_path / "run", show_progress=False)
+    train(_config(cube_single_data, total_steps=200, checkpoint_every=50), tmp_path / "run", show_progress=False)
     assert [checkpoint_step(p) for p in checkpoints(tmp_path / "run")] == [100, 150, 200]
-    train(_config(data_dir, total_steps=400, checkpoint_every=50, keep_checkpoints_every=100), tmp_path / "run",
+    train(_config(cube_single_data, total_steps=400, checkpoint_every=50, keep_checkpoints_every=100), tmp_path / "run",
           resume=True, show_progress=False)
     assert [checkpoint_step(p) for p in checkpoints(tmp_path / "run")] == [100, 200, 300, 350, 400]
     with pytest.raises(ConfigError, match="keep_checkpoints_every \\(75\\) must be 0 or a multiple of checkpoint_every"):
-        _config(data_dir, checkpoint_every=50, keep_checkpoints_every=75).validate()
+        _config(cube_single_data, checkpoint_every=50, keep_checkpoints_every=75).validate()
 
 
 def test_the_source_revision_names_the_commit_and_uncommitted_changes(tmp_path):
@@ -98,8 +90,8 @@ def test_the_source_revision_names_the_commit_and_uncommitted_changes(tmp_path):
     assert source_revision(tmp_path) == commit + "+dirty"
 
 
-def test_run_directory_records_config_versions_and_metrics(data_dir, tmp_path):
-    train(_config(data_dir), tmp_path / "run", show_progress=False)
+def test_run_directory_records_config_versions_and_metrics(cube_single_data, tmp_path):
+    train(_config(cube_single_data), tmp_path / "run", show_progress=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     versions = json.loads((tmp_path / "run" / "versions.json").read_text())
     assert config["task"] == TASK and config["preset"] == "tiny"
@@ -117,8 +109,8 @@ def test_run_directory_records_config_versions_and_metrics(data_dir, tmp_path):
     assert "val_return_loss" in header and "steps_per_second" in header
 
 
-def test_loaded_run_acts_with_any_inference_setting_and_evaluates(data_dir, tmp_path):
-    train(_config(data_dir), tmp_path / "run", show_progress=False)
+def test_loaded_run_acts_with_any_inference_setting_and_evaluates(cube_single_data, tmp_path):
+    train(_config(cube_single_data), tmp_path / "run", show_progress=False)
     run = load_run(tmp_path / "run")
     obs = np.zeros((3, 28), np.float32)
     for n in (1, 3):
@@ -130,33 +122,33 @@ def test_loaded_run_acts_with_any_inference_setting_and_evaluates(data_dir, tmp_
     assert result["episode_length_mean"] == 200  # cube-single: 200 steps unless solved
 
 
-def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, tmp_path, monkeypatch):
-    train(_config(data_dir), tmp_path / "run", show_progress=False)
+def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(cube_single_data, tmp_path, monkeypatch):
+    train(_config(cube_single_data), tmp_path / "run", show_progress=False)
     with pytest.raises(EvorError, match="already holds a run"):
-        train(_config(data_dir), tmp_path / "run", show_progress=False)
+        train(_config(cube_single_data), tmp_path / "run", show_progress=False)
     with pytest.raises(EvorError, match="differs.*seed: saved 0, requested 5"):
-        train(_config(data_dir, seed=5), tmp_path / "run", resume=True, show_progress=False)
+        train(_config(cube_single_data, seed=5), tmp_path / "run", resume=True, show_progress=False)
     # a config.json written before EVOR had a chunk length (`horizon`, default 1 = the old behaviour)
     # resumes; one without a field whose meaning changed since (target_horizon) is refused
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     del saved["agent"]["horizon"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
-    train(_config(data_dir), tmp_path / "run", resume=True, show_progress=False)
+    train(_config(cube_single_data), tmp_path / "run", resume=True, show_progress=False)
     # one written before the cut-off table existed trained Monte-Carlo targets every row: that is what it means
     with_table = json.loads(json.dumps(saved))
     for field in ("cutoff_returns", "cutoff_samples", "cutoff_refresh_every"):
         del saved["agent"][field]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(EvorError, match="cutoff_returns: saved 'every_row', requested 'table'"):
-        train(_config(data_dir), tmp_path / "run", resume=True, show_progress=False)
+        train(_config(cube_single_data), tmp_path / "run", resume=True, show_progress=False)
     assert load_run(tmp_path / "run").agent.config.cutoff_returns == "every_row"
     saved = with_table
     del saved["agent"]["target_horizon"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(EvorError, match="target_horizon: saved '\\(absent\\)', requested 0"):
-        train(_config(data_dir), tmp_path / "run", resume=True, show_progress=False)
+        train(_config(cube_single_data), tmp_path / "run", resume=True, show_progress=False)
     with pytest.raises(ConfigError, match="multiple of log_every"):
-        _config(data_dir, total_steps=125)
+        _config(cube_single_data, total_steps=125)
     with pytest.raises(ConfigError, match="Unknown agent config field"):
         make_config("tiny", agent={"hiden_dims": [3]})
     with pytest.raises(ConfigError, match="Unknown preset"):
@@ -175,8 +167,8 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(data_dir, 
     ("evor", {}, 5), ("evor", {"agent": {"horizon": 3}}, 15),
     ("qc", {"agent": {"horizon": 1}}, 5), ("qc", {"agent": {"horizon": 5}}, 25),
     ("fql", {}, 5), ("ifql", {}, 5)])
-def test_every_agent_trains_saves_loads_and_acts(data_dir, tmp_path, agent, overrides, action_dim):
-    config = make_config("tiny", task=TASK, data_dir=str(data_dir), agent_name=agent, eval_every=0, **overrides)
+def test_every_agent_trains_saves_loads_and_acts(cube_single_data, tmp_path, agent, overrides, action_dim):
+    config = make_config("tiny", task=TASK, data_dir=str(cube_single_data), agent_name=agent, eval_every=0, **overrides)
     trained = train(config, tmp_path / "run", show_progress=False)
     run = load_run(tmp_path / "run")
     for a, b in zip(_leaves(trained.state), _leaves(run.state)):
@@ -187,7 +179,7 @@ def test_every_agent_trains_saves_loads_and_acts(data_dir, tmp_path, agent, over
     assert result["episode_length_mean"] == 200
 
 
-def test_fql_alpha_follows_the_environment_family(data_dir):
+def test_fql_alpha_follows_the_environment_family(cube_single_data):
     assert make_config("tiny", task="puzzle-3x3-play-singletask-task4-v0", agent_name="fql").agent["alpha"] == 1000.0
     assert make_config("tiny", task=TASK, agent_name="fql").agent["alpha"] == 300.0
     assert make_config("tiny", task=TASK, agent_name="fql", agent={"alpha": 5.0}).agent["alpha"] == 5.0
@@ -206,13 +198,13 @@ def test_fql_alpha_follows_the_environment_family(data_dir):
 
 
 @pytest.mark.parametrize("mode", ["vmap", "map"])
-def test_seeds_trained_together_match_the_seeds_trained_alone(data_dir, tmp_path, mode):
+def test_seeds_trained_together_match_the_seeds_trained_alone(cube_single_data, tmp_path, mode):
     from evor.train import train_seeds
 
-    config = _config(data_dir)
+    config = _config(cube_single_data)
     together = train_seeds(config, [3, 4], [tmp_path / "s3", tmp_path / "s4"], show_progress=False, mode=mode)
     for seed, run in zip((3, 4), together):
-        alone = train(make_config("tiny", task=TASK, data_dir=str(data_dir), eval_every=0, seed=seed),
+        alone = train(make_config("tiny", task=TASK, data_dir=str(cube_single_data), eval_every=0, seed=seed),
                       tmp_path / f"alone{seed}", show_progress=False)
         # vmap turns each matmul into a batched one, so equality is up to float rounding, not bitwise.
         # (lax.map runs the same per-seed program, but XLA may fuse it differently; same tolerance.)
@@ -228,10 +220,10 @@ def test_seeds_trained_together_match_the_seeds_trained_alone(data_dir, tmp_path
     assert any(not np.allclose(x, y) for x, y in zip(a, b)), "two seeds must not train identically"
 
 
-def test_vmapped_seeds_resume_from_the_newest_common_checkpoint(data_dir, tmp_path):
+def test_vmapped_seeds_resume_from_the_newest_common_checkpoint(cube_single_data, tmp_path):
     from evor.train import checkpoints, train_seeds
 
-    config = _config(data_dir)
+    config = _config(cube_single_data)
     dirs = [tmp_path / "a", tmp_path / "b"]
     whole = train_seeds(config, [0, 1], [tmp_path / "w0", tmp_path / "w1"], show_progress=False)
     train_seeds(config, [0, 1], dirs, show_progress=False, stop_after=200)
@@ -246,13 +238,13 @@ def test_vmapped_seeds_resume_from_the_newest_common_checkpoint(data_dir, tmp_pa
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
 
 
-def test_a_deadline_stops_after_one_chunk_with_a_checkpoint_that_resumes_bitwise(data_dir, tmp_path):
+def test_a_deadline_stops_after_one_chunk_with_a_checkpoint_that_resumes_bitwise(cube_single_data, tmp_path):
     import time
 
     from evor.checkpoints import checkpoint_step
     from evor.train import checkpoints, train_seeds
 
-    config = _config(data_dir)
+    config = _config(cube_single_data)
     assert config.checkpoint_every % config.log_every == 0 and config.checkpoint_every > config.log_every
     whole = train(config, tmp_path / "whole", show_progress=False)
     stopped = train_seeds(config, [config.seed], [tmp_path / "boxed"], show_progress=False, deadline=time.time())
@@ -265,8 +257,8 @@ def test_a_deadline_stops_after_one_chunk_with_a_checkpoint_that_resumes_bitwise
         np.testing.assert_array_equal(a, b)
 
 
-def test_vectorised_evaluation_on_ogbench_equals_sequential(data_dir, tmp_path):
-    train(_config(data_dir), tmp_path / "run", show_progress=False)
+def test_vectorised_evaluation_on_ogbench_equals_sequential(cube_single_data, tmp_path):
+    train(_config(cube_single_data), tmp_path / "run", show_progress=False)
     run = load_run(tmp_path / "run")
     settings = run.settings()
     sequential = run.evaluate(settings, 4, seed=3, pool_size=1, workers=0)
