@@ -215,8 +215,9 @@ def run_local(cells: list[Cell], jobs: int = 1) -> list[Cell]:
                 env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {SINGLE_THREAD_XLA}".strip()
                 env["EVOR_CELL_CORE"] = str(cores[slot % len(cores)])  # the child pins itself before JAX starts
             cell.run_dir.mkdir(parents=True, exist_ok=True)
-            process = subprocess.Popen([sys.executable, "-m", "evor.bench", cell.to_json()], env=env,
-                                       stdout=open(cell.run_dir / "bench.log", "a"), stderr=subprocess.STDOUT)
+            with open(cell.run_dir / "bench.log", "a") as log:  # the child keeps its own copy of the handle
+                process = subprocess.Popen([sys.executable, "-m", "evor.bench", cell.to_json()], env=env,
+                                           stdout=log, stderr=subprocess.STDOUT)
             running.append((process, slot, cell, time.time()))
             print(f"[bench] start {cell.task} {cell.label} seed {cell.seed}", flush=True)
         time.sleep(1)
