@@ -1,7 +1,14 @@
 """The study runner: grid expansion, skip and resume, a tiny grid on the local backend, and the same grid
 on a local Ray instance giving the same results."""
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -212,3 +219,46 @@ def test_a_cell_whose_suite_now_trains_longer_is_not_done(tmp_path):
     (short.run_dir / "compare_eval.json").write_text(json.dumps({"step": 100, "success_rate": 0.5}))
     assert short.done()
     assert not Cell(TASK, "evor", 0, "tiny", 2, str(tmp_path), (("total_steps", 300),)).done()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the runner's cells through /proc")
+def test_killing_the_runner_stops_its_cells_and_keeps_their_checkpoints(tmp_path):
+    # `kill PID` on a study used to end the runner alone and leave its cells training as orphans.
+    suite = json.loads(open(_suite_file(tmp_path)).read())
+    suite["agents"] = ["ifql"]
+    suite["overrides"]["total_steps"] = 1_000_000  # still training when it is killed
+    (tmp_path / "long.json").write_text(json.dumps(suite))
+    out = tmp_path / "out"
+    runner = subprocess.Popen([sys.executable, "-m", "evor.cli", "bench", str(tmp_path / "long.json"), "--jobs", "1",
+                               "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    checkpoints = out / TASK / "ifql" / "seed0" / "checkpoints"
+    try:
+        deadline = time.time() + 600
+        while not list(checkpoints.glob("*.ckpt")):
+            assert runner.poll() is None and time.time() < deadline, "the cell never reached a checkpoint"
+            time.sleep(0.5)
+        cells = _children(runner.pid)
+        assert len(cells) == 1
+        runner.send_signal(signal.SIGTERM)
+        log = runner.communicate(timeout=120)[0]
+    finally:  # whatever happened, nothing of this test keeps running (the runner leads its process group)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)
+    assert runner.returncode == 130, log
+    assert "[bench] stopped:" in log and "interrupted" in log
+    for pid in cells:
+        assert not Path(f"/proc/{pid}").exists(), f"cell {pid} outlived its runner"
+    assert list(checkpoints.glob("*.ckpt")) and not (out / TASK / "ifql" / "seed0" / "compare_eval.json").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from evor.agents import parse_label
 from evor.data.files import atomic_write_json, try_lock
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
+from evor.interrupts import sigterm_as_interrupt
 from evor.rundir import CELL_RESULT, claim, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -207,6 +209,17 @@ def run_local(cells: list[Cell], jobs: int = 1) -> list[Cell]:
             print(f"[bench] done already: {cell.task} {cell.label} seed {cell.seed}", flush=True)
     cores = sorted(os.sched_getaffinity(0))
     free, running, failed = list(range(max(1, jobs))), [], []
+    try:
+        with sigterm_as_interrupt():
+            _run_queue(pending, running, free, failed, cores, jobs)
+    except BaseException:  # Ctrl-C, `kill`, or a bug here: no cell may outlive its runner
+        _stop_cells(running)
+        raise
+    return failed
+
+
+def _run_queue(pending: list[Cell], running: list, free: list[int], failed: list[Cell], cores: list[int],
+               jobs: int) -> None:
     while pending or running:
         while pending and free:
             cell, slot = pending.pop(0), free.pop(0)
@@ -232,7 +245,29 @@ def run_local(cells: list[Cell], jobs: int = 1) -> list[Cell]:
             status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {cell.run_dir}/bench.log)"
             print(f"[bench] {status}: {cell.task} {cell.label} seed {cell.seed} in {time.time() - started:.0f} s",
                   flush=True)
-    return failed
+
+
+def _stop_cells(running: list, grace: float = 30.0) -> None:
+    """Stop the cells of a runner that is itself stopping. Each gets SIGINT, which a cell takes as Ctrl-C
+    (its run directory keeps every finished checkpoint, and the same bench command resumes it), and is
+    killed if it has not exited `grace` seconds later. A Ctrl-C at the terminal has reached the cells
+    already, so they are first given a moment to exit on their own."""
+    processes = [item[0] for item in running]
+    deadline = time.time() + 5
+    while time.time() < deadline and any(p.poll() is None for p in processes):
+        time.sleep(0.1)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.time() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for _, _, cell, _ in running:
+        print(f"[bench] stopped: {cell.task} {cell.label} seed {cell.seed} (the same command resumes it)", flush=True)
 
 
 def run_ray(cells: list[Cell], address: str | None = None, num_cpus: float = 1, num_gpus: float = 0) -> list[Cell]:
@@ -319,8 +354,15 @@ def bench(suite_name: str, out: str, agents=None, seeds=None, preset=None, backe
 
 
 if __name__ == "__main__":  # one cell in its own process (the local backend)
+    # The runner stops a cell with SIGINT; a runner started in the background (nohup, `cmd &` in a
+    # script) passes SIGINT down ignored, so the cell takes it back as Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("EVOR_CELL_CORE"):
         os.sched_setaffinity(0, {int(os.environ["EVOR_CELL_CORE"])})
     import evor  # noqa: F401  (MUJOCO_GL before any environment)
 
-    run_cell(Cell.from_json(sys.argv[1]))
+    try:
+        run_cell(Cell.from_json(sys.argv[1]))
+    except KeyboardInterrupt:
+        print("[cell] stopped; its finished checkpoints are kept", flush=True)
+        sys.exit(130)

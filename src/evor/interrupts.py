@@ -7,6 +7,9 @@ interrupt into "ImportError: initialization failed" with a traceback, dm_control
 it, and C code that clears pending errors (hasattr-style lookups) can drop it altogether, so the
 Ctrl-C is lost and the run carries on. `interrupts_deferred()` holds a Ctrl-C pressed during such code
 and raises it as a plain KeyboardInterrupt as soon as the code has finished.
+
+`kill PID` (SIGTERM) ends a Python process where it stands, so a study runner killed that way left its
+cells training as orphans. `sigterm_as_interrupt()` makes SIGTERM take the Ctrl-C path instead.
 """
 
 from __future__ import annotations
@@ -38,4 +41,23 @@ def interrupts_deferred():
         raise KeyboardInterrupt
 
 
-__all__ = ["interrupts_deferred"]
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Run the block with SIGTERM raised as KeyboardInterrupt, so that `kill PID` stops it the way Ctrl-C
+    does (its cleanup runs) rather than ending the process mid-step. The previous handler is restored
+    after; outside the main thread this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["interrupts_deferred", "sigterm_as_interrupt"]
