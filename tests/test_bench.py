@@ -234,8 +234,11 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the runner's cells through /proc")
-def test_killing_the_runner_stops_its_cells_and_keeps_their_checkpoints(tmp_path):
-    # `kill PID` on a study used to end the runner alone and leave its cells training as orphans.
+@pytest.mark.parametrize("stop", ["kill", "ctrl-c"])
+def test_killing_the_runner_stops_its_cells_and_keeps_their_checkpoints(tmp_path, stop):
+    # `kill PID` on a study used to end the runner alone and leave its cells training as orphans. A
+    # terminal's Ctrl-C reaches the runner and its cells at once (one process group); both must end the
+    # same way.
     suite = json.loads(open(_suite_file(tmp_path)).read())
     suite["agents"] = ["ifql"]
     suite["overrides"]["total_steps"] = 1_000_000  # still training when it is killed
@@ -243,7 +246,8 @@ def test_killing_the_runner_stops_its_cells_and_keeps_their_checkpoints(tmp_path
     out = tmp_path / "out"
     runner = subprocess.Popen([sys.executable, "-m", "evor.cli", "bench", str(tmp_path / "long.json"), "--jobs", "1",
                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+                              start_new_session=True,  # CI may start us with SIGINT ignored, which children inherit
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoints = out / TASK / "ifql" / "seed0" / "checkpoints"
     try:
         deadline = time.time() + 600
@@ -252,7 +256,10 @@ def test_killing_the_runner_stops_its_cells_and_keeps_their_checkpoints(tmp_path
             time.sleep(0.5)
         cells = _children(runner.pid)
         assert len(cells) == 1
-        runner.send_signal(signal.SIGTERM)
+        if stop == "kill":
+            runner.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(runner.pid, signal.SIGINT)
         log = runner.communicate(timeout=120)[0]
     finally:  # whatever happened, nothing of this test keeps running (the runner leads its process group)
         with contextlib.suppress(ProcessLookupError):

@@ -1,4 +1,5 @@
-"""Ctrl-C during library start-up is held and raised once the start-up is over (evor/interrupts.py)."""
+"""Ctrl-C during library start-up is held and raised once the start-up is over, and `kill` takes the
+Ctrl-C path where asked (evor/interrupts.py)."""
 
 import os
 import signal
@@ -6,7 +7,7 @@ import time
 
 import pytest
 
-from evor.interrupts import interrupts_deferred
+from evor.interrupts import Terminated, interrupts_deferred, sigterm_as_interrupt
 
 
 @pytest.fixture
@@ -69,3 +70,15 @@ def test_an_ignored_or_custom_sigint_is_left_alone(sigint_handler, handler):
         _wait_for_signal_delivery()
     assert signal.getsignal(signal.SIGINT) is installed
     assert calls == ([] if handler == "ignored" else [signal.SIGINT])
+
+
+def test_sigterm_inside_the_block_is_raised_as_a_keyboard_interrupt_that_says_terminated():
+    previous = signal.getsignal(signal.SIGTERM)
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt) as raised:  # every Ctrl-C cleanup path catches it
+        with sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            _wait_for_signal_delivery()
+            reached_end = True
+    assert raised.type is Terminated and not reached_end  # unlike a deferred Ctrl-C, it stops the block
+    assert signal.getsignal(signal.SIGTERM) is previous

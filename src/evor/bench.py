@@ -26,7 +26,7 @@ from evor.agents import parse_label
 from evor.data.files import atomic_write_json, try_lock
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
-from evor.interrupts import sigterm_as_interrupt
+from evor.interrupts import Terminated, sigterm_as_interrupt
 from evor.rundir import CELL_RESULT, claim, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -207,22 +207,30 @@ def run_local(cells: list[Cell], jobs: int = 1) -> list[Cell]:
     for cell in cells:
         if cell.done():
             print(f"[bench] done already: {cell.task} {cell.label} seed {cell.seed}", flush=True)
-    cores = sorted(os.sched_getaffinity(0))
-    free, running, failed = list(range(max(1, jobs))), [], []
+    running: list = []  # (process, slot, cell, start time); shared so that a stop can reach every cell
     try:
         with sigterm_as_interrupt():
-            _run_queue(pending, running, free, failed, cores, jobs)
-    except BaseException:  # Ctrl-C, `kill`, or a bug here: no cell may outlive its runner
-        _stop_cells(running)
+            return _run_queue(pending, running, max(1, jobs))
+    except Terminated:  # `kill`: the cells have not been told yet
+        _stop_cells(running, settle=0.0)
         raise
-    return failed
+    except KeyboardInterrupt:  # Ctrl-C at a terminal reaches the cells too: give them a moment first
+        _stop_cells(running, settle=5.0)
+        raise
+    except BaseException:  # a bug here: no cell may outlive its runner
+        _stop_cells(running, settle=0.0)
+        raise
 
 
-def _run_queue(pending: list[Cell], running: list, free: list[int], failed: list[Cell], cores: list[int],
-               jobs: int) -> None:
+def _run_queue(pending: list[Cell], running: list, jobs: int) -> list[Cell]:
+    """Start cells into free slots until none is pending or running; return those that failed."""
+    cores = sorted(os.sched_getaffinity(0))
+    failed = []
     while pending or running:
-        while pending and free:
-            cell, slot = pending.pop(0), free.pop(0)
+        busy = {slot for _, slot, _, _ in running}
+        free = [slot for slot in range(jobs) if slot not in busy]
+        for slot in free[:len(pending)]:
+            cell = pending.pop(0)
             env = dict(os.environ)
             if jobs > 1:
                 env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {SINGLE_THREAD_XLA}".strip()
@@ -239,21 +247,21 @@ def _run_queue(pending: list[Cell], running: list, free: list[int], failed: list
             if process.poll() is None:
                 continue
             running.remove(item)
-            free.append(slot)
             if process.returncode:
                 failed.append(cell)
             status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {cell.run_dir}/bench.log)"
             print(f"[bench] {status}: {cell.task} {cell.label} seed {cell.seed} in {time.time() - started:.0f} s",
                   flush=True)
+    return failed
 
 
-def _stop_cells(running: list, grace: float = 30.0) -> None:
-    """Stop the cells of a runner that is itself stopping. Each gets SIGINT, which a cell takes as Ctrl-C
-    (its run directory keeps every finished checkpoint, and the same bench command resumes it), and is
-    killed if it has not exited `grace` seconds later. A Ctrl-C at the terminal has reached the cells
-    already, so they are first given a moment to exit on their own."""
+def _stop_cells(running: list, settle: float, grace: float = 30.0) -> None:
+    """Stop the cells of a runner that is itself stopping. After `settle` seconds for them to exit on
+    their own (a terminal's Ctrl-C has reached them already), each gets SIGINT, which a cell takes as
+    Ctrl-C (its run directory keeps every finished checkpoint, and the same bench command resumes it),
+    and is killed if it has not exited `grace` seconds later."""
     processes = [item[0] for item in running]
-    deadline = time.time() + 5
+    deadline = time.time() + settle
     while time.time() < deadline and any(p.poll() is None for p in processes):
         time.sleep(0.1)
     for process in processes:

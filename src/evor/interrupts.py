@@ -9,7 +9,9 @@ Ctrl-C is lost and the run carries on. `interrupts_deferred()` holds a Ctrl-C pr
 and raises it as a plain KeyboardInterrupt as soon as the code has finished.
 
 `kill PID` (SIGTERM) ends a Python process where it stands, so a study runner killed that way left its
-cells training as orphans. `sigterm_as_interrupt()` makes SIGTERM take the Ctrl-C path instead.
+cells training as orphans. `sigterm_as_interrupt()` makes SIGTERM take the Ctrl-C path instead, as
+`Terminated`, a KeyboardInterrupt that says where it came from (a terminal's Ctrl-C reaches a whole
+process group, a `kill` only the process named).
 """
 
 from __future__ import annotations
@@ -41,9 +43,13 @@ def interrupts_deferred():
         raise KeyboardInterrupt
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by `sigterm_as_interrupt()`; caught as KeyboardInterrupt wherever Ctrl-C is."""
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Run the block with SIGTERM raised as KeyboardInterrupt, so that `kill PID` stops it the way Ctrl-C
+    """Run the block with SIGTERM raised as `Terminated` (a KeyboardInterrupt), so that `kill PID` stops it the way Ctrl-C
     does (its cleanup runs) rather than ending the process mid-step. The previous handler is restored
     after; outside the main thread this is a no-op."""
     if threading.current_thread() is not threading.main_thread():
@@ -51,7 +57,7 @@ def sigterm_as_interrupt():
         return
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -60,4 +66,4 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["interrupts_deferred", "sigterm_as_interrupt"]
+__all__ = ["Terminated", "interrupts_deferred", "sigterm_as_interrupt"]
