@@ -244,10 +244,13 @@ def test_killing_the_runner_stops_its_cells_and_keeps_their_checkpoints(tmp_path
     suite["overrides"]["total_steps"] = 1_000_000  # still training when it is killed
     (tmp_path / "long.json").write_text(json.dumps(suite))
     out = tmp_path / "out"
-    runner = subprocess.Popen([sys.executable, "-m", "evor.cli", "bench", str(tmp_path / "long.json"), "--jobs", "1",
-                               "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True,  # CI may start us with SIGINT ignored, which children inherit
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # CI may start us with SIGINT ignored, which children inherit; a runner at a terminal has Ctrl-C live
+    # (set here in the child's Python, as preexec_fn is unsafe in a process with JAX's threads)
+    as_at_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                        "runpy.run_module('evor.cli', run_name='__main__')")
+    runner = subprocess.Popen([sys.executable, "-c", as_at_a_terminal, "bench", str(tmp_path / "long.json"),
+                               "--jobs", "1", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
     checkpoints = out / TASK / "ifql" / "seed0" / "checkpoints"
     try:
         deadline = time.time() + 600
