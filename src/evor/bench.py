@@ -211,14 +211,10 @@ def run_local(cells: list[Cell], jobs: int = 1) -> list[Cell]:
     try:
         with sigterm_as_interrupt():
             return _run_queue(pending, running, max(1, jobs))
-    except Terminated:  # `kill`: the cells have not been told yet
-        _stop_cells(running, settle=0.0)
-        raise
-    except KeyboardInterrupt:  # Ctrl-C at a terminal reaches the cells too: give them a moment first
-        _stop_cells(running, settle=5.0)
-        raise
-    except BaseException:  # a bug here: no cell may outlive its runner
-        _stop_cells(running, settle=0.0)
+    except BaseException as stop:  # Ctrl-C, `kill`, or a bug here: no cell may outlive its runner
+        # only a terminal's Ctrl-C has reached the cells already; give them a moment to exit on their own
+        from_terminal = isinstance(stop, KeyboardInterrupt) and not isinstance(stop, Terminated)
+        _stop_cells(running, settle=5.0 if from_terminal else 0.0)
         raise
 
 

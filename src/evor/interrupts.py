@@ -49,9 +49,9 @@ class Terminated(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Run the block with SIGTERM raised as `Terminated` (a KeyboardInterrupt), so that `kill PID` stops it the way Ctrl-C
-    does (its cleanup runs) rather than ending the process mid-step. The previous handler is restored
-    after; outside the main thread this is a no-op."""
+    """Run the block with SIGTERM raised as `Terminated` (a KeyboardInterrupt), so that `kill PID` stops
+    it the way Ctrl-C does (its cleanup runs) rather than ending the process mid-step. The previous
+    handler is restored after; outside the main thread this is a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
