@@ -22,7 +22,7 @@ OUT/gpu_cells.json and OUT/gpu_cells.md.
         --steps 150000 --train-seconds 330 --out $OUT/cells
     # the same code paths on CPU in a few minutes:
     python benchmarks/gpu_cells.py --task pointmaze-medium-navigate-singletask-task4-v0 --agents evor,qc5 \\
-        --seeds 0,1 --steps 1000 --checkpoint-every 250 --train-seconds 60 --episodes 2 --out /tmp/cells
+        --seeds 0,1 --steps 1000 --checkpoint-every 500 --train-seconds 60 --episodes 2 --out /tmp/cells
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -186,9 +187,17 @@ def main(argv=None) -> int:
             procs[label] = subprocess.Popen([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
                                              "--agent", label, "--eval-workers", str(args.eval_workers)],
                                             stdout=log, stderr=subprocess.STDOUT)
-    while any(p.poll() is None for p in procs.values()):
-        time.sleep(15)
-        print(progress(args, labels, started), flush=True)
+    # A `timeout` around this script signals this process only: take the agents' processes down with it,
+    # so none is left training beside whatever runs next on the GPU.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        while any(p.poll() is None for p in procs.values()):
+            time.sleep(15)
+            print(progress(args, labels, started), flush=True)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
     rows = []
     for label, proc in procs.items():
         path = out / f"agent-{label}.json"
@@ -201,10 +210,11 @@ def main(argv=None) -> int:
                                                "train_seconds_limit": args.train_seconds, "agents": rows,
                                                "wall_seconds": time.time() - started})
     (out / "gpu_cells.md").write_text(summary_markdown(rows, args))
-    archived = out / "records"
-    archive_records([out / "runs"], archived)
-    with tarfile.open(out / "records.tar.gz", "w:gz") as tar:
-        tar.add(archived, arcname="records")
+    if (out / "runs").exists():  # absent when every agent failed before its first run was made
+        archived = out / "records"
+        archive_records([out / "runs"], archived)
+        with tarfile.open(out / "records.tar.gz", "w:gz") as tar:
+            tar.add(archived, arcname="records")
     print(summary_markdown(rows, args), flush=True)
     return 0 if all("error" not in row for row in rows) else 1
 

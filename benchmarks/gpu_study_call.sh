@@ -1,39 +1,35 @@
 #!/usr/bin/env bash
 # One device call of the OGBench study (issue #18) on a lent GPU machine, inside its 10-minute limit:
 # generate one environment's full dataset on all cores, then train and evaluate study cells there with
-# benchmarks/gpu_cells.py (seeds vmapped, one process per agent), stopping training early enough that every
-# kept checkpoint is still evaluated. While the dataset is generated (CPU only) the idle GPU times the
-# paper and cpu presets (benchmarks/throughput.py), so the page can say what a `paper` run would cost.
+# benchmarks/gpu_cells.py (seeds vmapped in one process), one agent at a time, stopping each agent's
+# training early enough that every remaining agent's kept checkpoints are still evaluated.
 #
 # Here, once: bash benchmarks/gpu_wheels.sh   (the simulator stack, .whl/site-3.12.tar.gz, git-ignored)
 # Device call: carry [".whl/site-3.12.tar.gz"], command `bash benchmarks/gpu_study_call.sh`, timeout 600.
 #
-# What comes back under $OUT (at most 8 files): LABEL.md / LABEL.json per group of cells (gpu_cells.py's
-# table and figures), runs.tar.gz (every run's records without checkpoints: config, versions, metrics,
-# eval.json; also after a kill, so partial rows are not lost) and logs.tar.gz (device, dataset sidecar,
-# throughput and every process's log).
+# What comes back under $OUT: cells.md (gpu_cells.py's table for each agent), runs.tar.gz (every run's
+# records without checkpoints: config, versions, metrics, eval.json; also after a kill, so partial rows
+# are not lost) and logs.tar.gz (device, dataset sidecar, each agent's figures and every process's log).
 #
-# Settings (environment): DATASET, TASK; LONG_AGENTS / LONG_STEPS (the 150k cells), SHORT_AGENTS /
-# SHORT_STEPS / SHORT_CHECKPOINT_EVERY (30k cells, checkpoints where the cpu protocol evaluates), SEEDS,
-# BUDGET_S (seconds from the start by which everything must be written; leave the call's limit above it)
-# EVAL_RESERVE_S (seconds kept for evaluating the last three checkpoints of every seed), EPISODES per
-# checkpoint, THROUGHPUT_S (0: no timing) and DATA_EPISODES. A dry run of the same code paths on CPU:
-#   PATH=/path/to/py3.12/bin:$PATH DATA_EPISODES=4 LONG_STEPS=1000 SHORT_STEPS=1000 SHORT_CHECKPOINT_EVERY=500 \
-#     EPISODES=2 THROUGHPUT_S=0 BUDGET_S=400 EVAL_RESERVE_S=250 OUT=/tmp/gpu-dry bash benchmarks/gpu_study_call.sh
+# Settings (environment): DATASET, TASK, CELLS (agent:steps:checkpoints evaluated[:checkpoint_every],
+# run in order), SEEDS, BUDGET_S (seconds from the start by which everything must be written; keep the
+# call's limit above it), EVAL_S_PER_CHECKPOINT (what one checkpoint's evaluation of all seeds is budgeted
+# per seed), EPISODES per checkpoint, THROUGHPUT_S (>0: time the paper and cpu presets on the idle GPU
+# while the dataset is generated; it slows the generation) and DATA_EPISODES. Timings of 2026-12-04: scene
+# dataset 251 s on 16 workers, 50 scene episodes 16 s a checkpoint with 14 environment workers.
+# A dry run of the same code paths on CPU (Python 3.12, as on the GPU machine):
+#   PATH=/path/to/py3.12/bin:$PATH DATA_EPISODES=4 CELLS="evor:1000:1 qc5:1000:1:500" EPISODES=2 \
+#     BUDGET_S=400 EVAL_S_PER_CHECKPOINT=40 OUT=/tmp/gpu-dry bash benchmarks/gpu_study_call.sh
 set -u
 started=$(date +%s)
 DATASET=${DATASET:-scene-play-v0}
 TASK=${TASK:-scene-play-singletask-task1-v0}
-LONG_AGENTS=${LONG_AGENTS:-fql,evor}
-LONG_STEPS=${LONG_STEPS:-150000}
-SHORT_AGENTS=${SHORT_AGENTS:-qc5}
-SHORT_STEPS=${SHORT_STEPS:-30000}
-SHORT_CHECKPOINT_EVERY=${SHORT_CHECKPOINT_EVERY:-10000}
+CELLS=${CELLS:-fql:150000:1 evor:150000:1}  # agent:steps:checkpoints evaluated[:checkpoint_every], in order
 SEEDS=${SEEDS:-0,1,2}
 BUDGET_S=${BUDGET_S:-565}
-EVAL_RESERVE_S=${EVAL_RESERVE_S:-170}
+EVAL_S_PER_CHECKPOINT=${EVAL_S_PER_CHECKPOINT:-20}  # 50 scene episodes with 14 env workers: 16 s (2026-12-04)
 EPISODES=${EPISODES:-50}
-THROUGHPUT_S=${THROUGHPUT_S:-150}
+THROUGHPUT_S=${THROUGHPUT_S:-0}
 DATA_EPISODES=${DATA_EPISODES:-}  # empty: the upstream recipe (a dry run on CPU sets a few)
 OUT=${OUT:-/tmp/gpu-out}
 WORK=/tmp/gpu-work
@@ -48,7 +44,7 @@ cores=$(nproc)
     > "$WORK/logs/device.txt" 2>&1
 cat "$WORK/logs/device.txt"
 
-# The GPU is idle while the dataset is generated: time the presets there (rows are printed as they finish).
+# Optionally time the presets on the GPU, idle while the dataset is generated (rows print as they finish).
 [ "$THROUGHPUT_S" -gt 0 ] && nice -n 5 timeout "$THROUGHPUT_S" python3 benchmarks/throughput.py --agents evor,fql --presets paper,cpu \
     > "$WORK/logs/throughput.log" 2>&1 &
 echo "[$(date +%s)] generating $DATASET on $cores workers"
@@ -58,27 +54,31 @@ cp "$WORK/data/$DATASET.json" "$WORK/logs/" 2>/dev/null
 echo "dataset done after $(( $(date +%s) - started )) s"
 wait  # the throughput timing, if still running
 
-train_s=$(( $(left) - EVAL_RESERVE_S ))
-echo "training for at most $train_s s, $(left) s left in the budget"
-workers=$(( cores / 4 > 0 ? cores / 4 : 1 ))
-run_cells() {  # LABEL AGENTS STEPS [extra gpu_cells args]
-    local label=$1 agents=$2 steps=$3; shift 3
-    timeout $(( $(left) - 10 )) python3 benchmarks/gpu_cells.py --task "$TASK" --agents "$agents" --seeds "$SEEDS" \
-        --steps "$steps" --train-seconds "$train_s" --eval-workers "$workers" --episodes "$EPISODES" --out "$WORK/$label" "$@" \
-        > "$WORK/logs/$label.log" 2>&1
-    echo "$label exit $?"
-}
-[ -n "$LONG_AGENTS" ] && run_cells long "$LONG_AGENTS" "$LONG_STEPS" &
-[ -n "$SHORT_AGENTS" ] && run_cells short "$SHORT_AGENTS" "$SHORT_STEPS" --checkpoint-every "$SHORT_CHECKPOINT_EVERY" &
-while [ -n "$(jobs -r)" ]; do sleep 30; tail -qn1 "$WORK"/logs/long.log "$WORK"/logs/short.log 2>/dev/null; done
-wait
-
-for label in long short; do
-    cp "$WORK/$label/gpu_cells.md" "$OUT/$label.md" 2>/dev/null
-    cp "$WORK/$label/gpu_cells.json" "$OUT/$label.json" 2>/dev/null
-    cp "$WORK/$label"/*.log "$WORK/logs/" 2>/dev/null
+# One agent's process at a time: processes sharing the GPU slow each other (EVOR 200-360 updates/s per seed
+# beside two others, 5,700 alone: docs/speed.md). Each agent trains for its share of what is left after
+# every remaining agent's evaluation estimate, then evaluates its last checkpoints with all cores.
+set -- $CELLS
+workers=$(( cores > 3 ? cores - 2 : 1 ))
+seed_count=$(echo "$SEEDS" | tr ',' '\n' | wc -l)
+while [ $# -gt 0 ]; do
+    IFS=: read -r agent steps last every <<< "$1"; shift
+    reserve=0
+    for cell in "$agent:$steps:$last" "$@"; do
+        IFS=: read -r _ _ n _ <<< "$cell"; reserve=$(( reserve + n * seed_count * EVAL_S_PER_CHECKPOINT ))
+    done
+    train_s=$(( ($(left) - reserve - 15) / ($# + 1) ))
+    if [ "$train_s" -lt 30 ]; then echo "$agent: skipped, $(left) s left"; continue; fi
+    echo "[$(( $(date +%s) - started ))s] $agent towards $steps updates, at most $train_s s of training"
+    timeout $(( $(left) - 10 )) python3 benchmarks/gpu_cells.py --task "$TASK" --agents "$agent" --seeds "$SEEDS" \
+        --steps "$steps" --last "$last" ${every:+--checkpoint-every $every} --train-seconds "$train_s" \
+        --eval-workers "$workers" --episodes "$EPISODES" --out "$WORK/cells-$agent" > "$WORK/logs/cells-$agent.log" 2>&1
+    echo "$agent exit $?"
+    cat "$WORK/cells-$agent/gpu_cells.md" >> "$OUT/cells.md" 2>/dev/null
+    cp "$WORK/cells-$agent/gpu_cells.json" "$WORK/logs/cells-$agent.json" 2>/dev/null
+    cp "$WORK/cells-$agent"/*.log "$WORK/logs/" 2>/dev/null
 done
-(cd "$WORK" && tar --exclude=checkpoints -czf "$OUT/runs.tar.gz" long/runs short/runs 2>/dev/null)
+
+(cd "$WORK" && tar --exclude=checkpoints -czf "$OUT/runs.tar.gz" cells-*/runs 2>/dev/null)
 tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
-cat "$OUT"/*.md 2>/dev/null
+cat "$OUT/cells.md" 2>/dev/null
 echo "done after $(( $(date +%s) - started )) s"
