@@ -78,7 +78,9 @@ while [ $# -gt 0 ]; do
     cp "$WORK/cells-$agent"/*.log "$WORK/logs/" 2>/dev/null
 done
 
-(cd "$WORK" && tar --exclude=checkpoints -czf "$OUT/runs.tar.gz" cells-*/runs 2>/dev/null)
+# `evor archive` owns what a run's records are (no checkpoints, no locks); it reads runs cut off mid-way too.
+python3 -m evor.cli archive "$WORK"/cells-*/runs --out "$WORK/records" > "$WORK/logs/archive.log" 2>&1
+tar -czf "$OUT/runs.tar.gz" -C "$WORK" records
 tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
 cat "$OUT/cells.md" 2>/dev/null
 echo "done after $(( $(date +%s) - started )) s"
