@@ -248,3 +248,69 @@ def test_maze_detour_reads_q_star_by_heading_on_the_return_scale(benchmark_scrip
     assert values["+x+y"] == pytest.approx(values["+x-y"]) == pytest.approx(-50 + 50 * np.sqrt(0.5), abs=1e-4)
     assert values["+y"] == pytest.approx(-50.0, abs=1e-4)
     assert maze_detour.heading_values(types.SimpleNamespace(agent=object()), (0.0, 0.0)) is None
+
+
+def test_checkpoint_swap_acts_with_one_steps_pi_ref_and_the_others_value_model(benchmark_script, tmp_path):
+    """A fake agent whose action is 10 x its actor weight + its value weight: the mix of run A's pi_ref
+    with run B's value model acts as 10 * a + b, and neither run is changed by the mixing."""
+    import jax
+    import jax.numpy as jnp
+
+    from evor.train import Run
+
+    class Agent:
+        def act(self, state, obs, key, settings):
+            return jnp.full((obs.shape[0], 1), 10.0 * state["actor"] + state["return_flow"])
+
+    def run(actor, value):
+        state = {"actor": jnp.float32(actor), "return_flow": jnp.float32(value), "target_return_flow": jnp.float32(value)}
+        return Run(tmp_path, None, Agent(), state, 0)
+
+    swap = benchmark_script("checkpoint_swap")
+    run_a, run_b = run(1.0, 2.0), run(3.0, 4.0)
+    obs, key = np.zeros((2, 3), np.float32), jax.random.PRNGKey(0)
+    np.testing.assert_allclose(run_b.policy(None)(obs, key), 34.0)  # compiled before mixing: no stale cache
+    np.testing.assert_allclose(swap.mixed(run_a, run_b).policy(None)(obs, key), 14.0)  # a's pi_ref, b's values
+    np.testing.assert_allclose(swap.mixed(run_b, run_a).policy(None)(obs, key), 32.0)
+    np.testing.assert_allclose(run_a.policy(None)(obs, key), 12.0)
+    np.testing.assert_allclose(run_b.policy(None)(obs, key), 34.0)
+
+
+def test_checkpoint_swap_remembers_each_episodes_last_observation_by_its_reset_seed(benchmark_script):
+    class CountingEnv:
+        def reset(self, seed=None):
+            self.t = seed * 100
+            return np.array([self.t, 0.0]), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.array([self.t, 0.0]), -1.0, False, False, {}
+
+    swap = benchmark_script("checkpoint_swap")
+    env = swap._Recording(CountingEnv())
+    env.reset(seed=7)
+    assert swap.LAST_XY[7][0] == 700  # an episode with no step ends where it started
+    for _ in range(3):
+        env.step(None)
+    env.reset(seed=8)
+    env.step(None)
+    assert swap.LAST_XY[7][0] == 703 and swap.LAST_XY[8][0] == 801
+
+
+def test_checkpoint_swap_counts_the_datas_chunks_near_a_state_by_heading(benchmark_script):
+    """Two-action chunks, discount 0.5, a radius of 1 around (0, 0): the chunk from row 0 moves +x, and
+    its return is its trajectory's, cut after row 2: -1 - 0.5 - 0.25; the chunk from row 3 moves +y and
+    returns -1 + 0.5 * 0 (the episode ends in success at row 4); the one from row 2 would cross into the
+    next trajectory and is left out; rows 1 and 4 start too far away."""
+    swap = benchmark_script("checkpoint_swap")
+    obs = np.array([[0, 0], [3, 0], [0.5, 0], [0, 0.5], [0, 1]], np.float32)
+    dataset = Dataset.from_arrays(
+        "toy", observations=obs, next_observations=obs,
+        actions=np.array([[1, 0], [1, 0.5], [0, 1], [0.2, 1], [0, 1]], np.float32),
+        rewards=np.array([-1, -1, -1, -1, 0], np.float32),
+        masks=np.array([1, 1, 1, 1, 0], np.float32),
+        ends=np.array([0, 0, 1, 0, 1], np.float32))
+    rows = {name: (count, mean) for name, count, mean in
+            swap.data_chunks_near(dataset, 0.5, 2, np.array([[0.0, 0.0]]), radius=1.0)}
+    assert rows["+x"] == (1, pytest.approx(-1.75)) and rows["+y"] == (1, pytest.approx(-1.0))
+    assert rows["-x"] == (0, None) and rows["-y"] == (0, None)
