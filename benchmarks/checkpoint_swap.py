@@ -140,8 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ranking-only", action="store_true", help="read only B's own pi_ref and value model, then rank")
     args = parser.parse_args(argv)
     try:
-        steps = [int(s) for s in args.steps.split(",")]
-        if len(steps) != 2 or args.episodes < 1 or args.readouts < 1:
+        steps = [int(s) for s in args.steps.split(",") if s.strip().isdigit()]
+        if len(steps) != 2 or len(args.steps.split(",")) != 2 or args.episodes < 1 or args.readouts < 1:
             raise ConfigError("--steps takes two steps A,B; --episodes and --readouts must be >= 1.")
         runs = {step: load_run(args.run, step=step) for step in steps}
         a, b = steps
