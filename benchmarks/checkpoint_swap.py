@@ -193,7 +193,9 @@ def main(argv=None) -> int:
             first = values[step].argmax(axis=1)
             rows = np.arange(len(first))
             gap = values[step].max(axis=1) - np.median(values[step], axis=1)
-            print(f"    value {step} first: move {fmt(moves[rows, first].mean(axis=0))}, |move| {np.linalg.norm(moves[rows, first], axis=-1).mean():.2f}, "
+            chosen = moves[rows, first]
+            print(f"    value {step} first: move {fmt(chosen.mean(axis=0))}, "
+                  f"|move| {np.linalg.norm(chosen, axis=-1).mean():.2f}, "
                   f"largest |action| {np.abs(chunks[rows, first]).max(axis=(1, 2)).mean():.2f}, "
                   f"gap to median {gap.mean():.2f} (return units); same first as the other model "
                   f"{np.mean(values[a].argmax(1) == values[b].argmax(1)):.0%}")
@@ -205,7 +207,8 @@ def main(argv=None) -> int:
                 for step in steps:
                     best = np.where(heading == h, values[step], -np.inf).max(axis=1)[has]
                     if has.any():
-                        line += f"; value {step}: best of them {np.mean(best - values[step].max(axis=1)[has]):+.2f} from the first"
+                        behind = np.mean(best - values[step].max(axis=1)[has])
+                        line += f"; value {step}: best of them {behind:+.2f} from the first"
                 print(line)
         if moves.shape[-1] == 2 and args.data_radius > 0:
             print(f"    the data's {horizon}-step chunks that start within {args.data_radius} of one of these states:")
