@@ -81,7 +81,8 @@ def mixed(run_actor, run_value):
 
 def read(run, settings, episodes: int, seed: int):
     """(success rate, episodes' last observations) on `episodes` episodes from reset seed `seed`."""
-    env = RecordingEnv(run.env_factory().env_name, run.config.success_timing)
+    factory = run.env_factory()
+    env = RecordingEnv(factory.env_name, factory.success_timing)
     result = evaluate_policy(env, run.policy(settings), episodes, seed=seed, pool_size=10, workers=0,
                              action_horizon=getattr(run.agent, "action_horizon", 1))
     last = np.stack([LAST_XY[seed + i] for i in range(episodes)])
@@ -126,7 +127,7 @@ def data_chunks_near(dataset, discount: float, horizon: int, points: np.ndarray,
 
 def main(argv=None) -> int:
     from evor.data.dataset import load_task
-    from evor.diagnostics import acting_readouts, spearman_rows
+    from evor.diagnostics import acting_readouts, draw_candidates, spearman_rows
     from evor.train import load_run
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -151,15 +152,16 @@ def main(argv=None) -> int:
         settings = run_b.settings()
         seed = evaluation_seed(run_b.config.seed)
         maze = run_b.config.task.startswith(("pointmaze", "antmaze"))
-        unwrapped = run_b.make_env().unwrapped
         print(f"{args.run}: {run_b.config.task}, steps {a} and {b}; {args.episodes} episodes from reset seed "
               f"{seed}, N = {settings.num_candidates}, tau_R {settings.tau_r}")
         broken_last = None
-        for actor_step in [b] if args.ranking_only else steps:
+        read_steps = [b] if args.ranking_only else steps  # only B's own pair when ranking
+        unwrapped = run_b.make_env().unwrapped if maze else None  # maps positions to maze cells
+        for actor_step in read_steps:
             if not args.ranking_only:
                 alone, _ = read(runs[actor_step], runs[actor_step].settings(num_candidates=1), args.episodes, seed)
                 print(f"  pi_ref {actor_step} alone (N = 1): {100 * alone['success_rate']:.0f}%")
-            for value_step in [b] if args.ranking_only else steps:
+            for value_step in read_steps:
                 result, last = read(mixed(runs[actor_step], runs[value_step]), settings, args.episodes, seed)
                 line = (f"  pi_ref {actor_step} + value model {value_step}: {100 * result['success_rate']:.0f}% "
                         f"(length {result['episode_length_mean']:.0f})")
@@ -176,9 +178,7 @@ def main(argv=None) -> int:
             return 0
         obs = jnp.asarray(broken_last, jnp.float32)
         n = settings.num_candidates
-        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
-        candidates = run_b.agent.sample_actions(run_b.state["actor"], obs_n, jax.random.PRNGKey(0),
-                                                settings.action_flow_steps)
+        obs_n, candidates = draw_candidates(run_b, obs, jax.random.PRNGKey(0))
         values = {step: np.asarray(acting_readouts(runs[step], obs_n, candidates, jax.random.PRNGKey(1),
                                                    args.readouts)).mean(axis=0) for step in steps}
         horizon = getattr(run_b.agent, "action_horizon", 1)
