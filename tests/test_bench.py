@@ -191,12 +191,13 @@ def test_agent_labels_round_trip_and_come_from_the_agents():
 
     assert set(chunked_agents()) == {"evor", "qc"}  # the agents whose config has a chunk length
     for label in ("evor", "evor5", "qc1", "qc5", "qc3", "fql", "ifql", "evor-mean", "evor-hlgauss", "evor-td10",
-                  "evor5-mean-td1", "fql-mc", "fql-td10", "ifql-mc"):
+                  "evor5-mean-td1", "fql-mc", "fql-td10", "ifql-mc", "evor5-mean-td5-greedy", "evor-td1-dataset"):
         name, fields = parse_label(label)
         assert label_of(name, fields) == label
     assert label_of("qc", {}) == "qc5"  # QC's default chunk is named; EVOR's default (1) is not
     assert parse_label("evor-hlgauss") == ("evor", {"return_model": "hl_gauss"})
     assert parse_label("fql-mc") == ("fql", {"target_horizon": 0})
+    assert parse_label("evor5-td5-greedy") == ("evor", {"horizon": 5, "target_horizon": 5, "next_action": "greedy"})
     # A run's full config names only what differs from the agent's defaults.
     assert label_of("evor", {"return_model": "flow", "target_horizon": 0, "horizon": 1}) == "evor"
     assert label_of("fql", {"target_horizon": 0, "alpha": 300.0}) == "fql-mc"

@@ -194,6 +194,7 @@ FIELDS_ADDED_LATER = {
     ("evor", "agent", "return_bin_sigma"): 0.75,
     ("fql", "agent", "target_horizon"): 1,
     ("ifql", "agent", "target_horizon"): 1,
+    ("evor", "agent", "target_candidates"): 32,  # used only by next_action 'greedy', added with it
 }
 
 

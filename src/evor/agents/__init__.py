@@ -7,8 +7,8 @@ that knows it: suites, reports, run directories and the CLI all go through `labe
 
 The ablations' variants are named by suffixes, one per field that differs from the agent's default:
 'evor-mean' / 'evor-hlgauss' (return_model), 'evor-td10' / 'fql-mc' (target_horizon: 'mc' is 0, the
-Monte-Carlo returns-to-go, 'tdN' is N-step). So a suite can list 'evor-mean' next to 'evor' and the
-reports keep them apart.
+Monte-Carlo returns-to-go, 'tdN' is N-step), 'evor5-td5-greedy' / 'evor-td1-dataset' (next_action). So a suite
+can list 'evor-mean' next to 'evor' and the reports keep them apart.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import dataclasses
 import re
 
 from evor.agents.base import Agent
-from evor.agents.evor import EVOR
+from evor.agents.evor import EVOR, NEXT_ACTIONS
 from evor.agents.fql import FQL
 from evor.agents.ifql import IFQL
 from evor.agents.qc import QC
@@ -25,9 +25,11 @@ from evor.errors import ConfigError
 
 AGENTS: dict[str, type[Agent]] = {"evor": EVOR, "qc": QC, "fql": FQL, "ifql": IFQL}
 # Labels used in the comparisons and suites so far (for messages; any chunk length parses).
-KNOWN_LABELS = ("evor", "evor5", "qc1", "qc5", "fql", "ifql", "evor-mean", "evor-hlgauss", "evor-td1", "fql-mc")
+KNOWN_LABELS = ("evor", "evor5", "qc1", "qc5", "fql", "ifql", "evor-mean", "evor-hlgauss", "evor-td1", "fql-mc",
+                "evor5-mean-td5-greedy")
 # Label suffix of each value of return_model (agents/return_models.py).
 RETURN_MODEL_SUFFIX = {"flow": "flow", "mean": "mean", "hl_gauss": "hlgauss"}
+NEXT_ACTION_SUFFIXES = NEXT_ACTIONS  # a label suffix is the next_action's own name ('-greedy', '-dataset')
 
 
 def get_agent_class(name: str) -> type[Agent]:
@@ -69,6 +71,8 @@ def label_of(agent_name: str, agent_fields: dict) -> str:
         target_horizon = agent_fields.get("target_horizon", defaults.target_horizon)
         if target_horizon != defaults.target_horizon:
             label += "-mc" if target_horizon == 0 else f"-td{target_horizon}"
+    if "next_action" in fields and agent_fields.get("next_action", defaults.next_action) != defaults.next_action:
+        label += "-" + agent_fields["next_action"]
     return label
 
 
@@ -93,6 +97,8 @@ def parse_label(label: str) -> tuple[str, dict[str, int | str]]:
             field, value = "return_model", models[suffix]
         elif (suffix == "mc" or re.fullmatch(r"td[1-9]\d*", suffix)) and "target_horizon" in known:
             field, value = "target_horizon", 0 if suffix == "mc" else int(suffix[2:])
+        elif suffix in NEXT_ACTION_SUFFIXES and "next_action" in known:
+            field, value = "next_action", suffix
         else:
             takes = ", ".join(f"-{s}" for s in _variant_suffixes(name))
             raise ConfigError(f"Unknown variant '-{suffix}' in agent label '{label}'; "
@@ -112,4 +118,6 @@ def _variant_suffixes(agent_name: str) -> list[str]:
                 if getattr(defaults, "return_model", model) != model]
     if hasattr(defaults, "target_horizon"):
         suffixes += ["mc"] * (defaults.target_horizon != 0) + ["tdN"]
+    if hasattr(defaults, "next_action"):
+        suffixes += [suffix for suffix in NEXT_ACTION_SUFFIXES if suffix != defaults.next_action]
     return suffixes

@@ -14,7 +14,8 @@ same trained state serves every setting.
 Ours, as options (defaults chosen by measurement, docs/): Monte-Carlo or n-step targets along the data's
 trajectories, with the cut-off returns of Monte-Carlo targets read from a table (`refresh_cutoff_returns`);
 the midpoint readout from the Polyak-averaged weights; common return noise; and, for ablations, a scalar
-or histogram model of Z instead of the flow (`return_model`, agents/return_models.py). The state keeps
+or histogram model of Z instead of the flow (`return_model`, agents/return_models.py) and TD targets
+that bootstrap from the best of N pi_ref samples instead of one (`next_action='greedy'`, QC's target). The state keeps
 the name `return_flow` for the return model's parameters whatever its kind.
 """
 
@@ -56,7 +57,13 @@ class EVORConfig:
     target_return_flow_steps: int = 5  # steps integrating z' inside the TD target (separate from inference)
     target_integrator: str = "midpoint"  # 'euler' | 'midpoint' | 'rk4' for z' in the TD target
     target_horizon: int = 0  # 0: Monte-Carlo returns-to-go; 1: one-step TD; n: n-step along trajectories
-    next_action: str = "policy"  # a' in the TD target: 'policy' (a' ~ pi_ref) or 'dataset'
+    # a' in the TD target: 'policy' (a' ~ pi_ref: Z stays pi_ref's return, the method), 'dataset' (the
+    # recorded next action) or 'greedy' (the best of `target_candidates` pi_ref samples by the online return
+    # model's median, ensemble-averaged; z' from the target model at it, as QC's target chooses its chunk).
+    # 'greedy' is an ablation, not the method: Z is then the return of acting greedily after the first
+    # chunk, which escapes a trap that the behaviour's own continuation walks round (docs/ablations.md).
+    next_action: str = "policy"
+    target_candidates: int = 32  # 'greedy': pi_ref samples searched for a' in the TD target
     # Monte-Carlo targets only (target_horizon 0): how the bootstrap term gamma^K z'(s_cut, a') at the state
     # where a recorded trajectory is cut gets its sample. 'table': every `cutoff_refresh_every` updates,
     # draw `cutoff_samples` pairs (a', z') per distinct cut-off state from pi_ref and the target flow; a row
@@ -75,8 +82,11 @@ class EVORConfig:
 
         if self.target_integrator not in INTEGRATORS:
             raise ConfigError(f"target_integrator must be one of {INTEGRATORS}, got '{self.target_integrator}'.")
-        if self.next_action not in ("policy", "dataset"):
-            raise ConfigError(f"next_action must be 'policy' or 'dataset', got '{self.next_action}'.")
+        if self.next_action not in NEXT_ACTIONS:
+            raise ConfigError(f"next_action must be one of {NEXT_ACTIONS}, got '{self.next_action}'.")
+        if self.next_action == "greedy" and self.target_horizon == 0:
+            raise ConfigError("next_action 'greedy' chooses the bootstrap action of a TD target; Monte-Carlo targets "
+                              "(target_horizon 0) have none: set target_horizon to at least the chunk length.")
         if self.target_horizon < 0:
             raise ConfigError(f"target_horizon must be >= 0 (0 = Monte-Carlo), got {self.target_horizon}.")
         if self.horizon < 1:
@@ -84,8 +94,8 @@ class EVORConfig:
         if self.horizon > 1 and 0 < self.target_horizon < self.horizon:
             raise ConfigError(f"target_horizon {self.target_horizon} is shorter than the action chunk (horizon "
                               f"{self.horizon}): use 0 (Monte-Carlo) or at least {self.horizon} steps.")
-        if self.horizon > 1 and self.next_action != "policy":
-            raise ConfigError("next_action 'dataset' needs single actions; with horizon > 1 use 'policy'.")
+        if self.horizon > 1 and self.next_action == "dataset":
+            raise ConfigError("next_action 'dataset' needs single actions; with horizon > 1 use 'policy' or 'greedy'.")
         if not 0 < self.discount < 1:
             raise ConfigError(f"discount must be in (0, 1), got {self.discount}.")
         if self.return_model not in RETURN_MODELS:
@@ -96,12 +106,13 @@ class EVORConfig:
         if self.cutoff_returns not in CUTOFF_RETURNS:
             raise ConfigError(f"cutoff_returns must be one of {CUTOFF_RETURNS}, got '{self.cutoff_returns}'.")
         for name in ("num_return_flows", "target_action_flow_steps", "target_return_flow_steps", "cutoff_samples",
-                     "cutoff_refresh_every"):
+                     "cutoff_refresh_every", "target_candidates"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
 CUTOFF_RETURNS = ("table", "every_row")  # EVORConfig.cutoff_returns
+NEXT_ACTIONS = ("policy", "dataset", "greedy")  # EVORConfig.next_action
 RETURN_WEIGHTS = {"online": "return_flow", "ema": "target_return_flow"}  # setting -> state entry
 # How Q*'s M return samples draw the return flow's base noise (InferenceSettings.return_noise).
 RETURN_NOISE = ("independent", "common", "stratified")
@@ -329,7 +340,10 @@ class EVOR(Agent):
             return jax.lax.stop_gradient(jnp.clip(scale.to_unit(y), -1.0, 1.0))
         action_key, return_key = jax.random.split(key)
         boot_obs = batch["bootstrap_observations"]
-        next_actions = self.sample_actions(state["actor"], boot_obs, action_key, config.target_action_flow_steps)
+        if config.next_action == "greedy":
+            next_actions = self.greedy_next_actions(state, boot_obs, action_key)
+        else:
+            next_actions = self.sample_actions(state["actor"], boot_obs, action_key, config.target_action_flow_steps)
         if config.next_action == "dataset":
             use_dataset = batch["has_bootstrap_dataset_action"][:, None] > 0
             next_actions = jnp.where(use_dataset, batch["bootstrap_dataset_actions"], next_actions)
@@ -338,6 +352,19 @@ class EVOR(Agent):
         g_next = scale.from_unit(z_next)  # (E, B, 1) in return units
         y = batch["partial_returns"][:, None] + batch["bootstrap_discounts"][:, None] * g_next
         return jax.lax.stop_gradient(jnp.clip(scale.to_unit(y), -1.0, 1.0))
+
+    def greedy_next_actions(self, state, obs, key):
+        """a'* = argmax_n mean_e median Z_e(s', a'_n) over a'_1..a'_N ~ pi_ref(s'), by the online return model
+        (next_action 'greedy'). The median is the return model's transport of base noise 0 (a 1-D flow's
+        ODE map is monotone; for 'mean' it is the value): one integration per candidate, not M."""
+        config = self.config
+        n = config.target_candidates
+        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
+        candidates = self.sample_actions(state["actor"], obs_n, key, config.target_action_flow_steps)
+        z0 = jnp.zeros((config.num_return_flows,) + obs_n.shape[:-1] + (1,))
+        scores = self.transport_returns(state["return_flow"], obs_n, candidates, z0, config.target_return_flow_steps,
+                                        config.target_integrator)[..., 0].mean(axis=0)  # (B, N)
+        return jnp.take_along_axis(candidates, jnp.argmax(scores, axis=-1)[:, None, None], axis=1)[:, 0]
 
     def return_loss(self, return_params, targets, batch, key):
         """Each member fitted to its own sampled TD targets (E, B, 1), summed over members: flow matching
