@@ -45,7 +45,7 @@ def test_qc_targets_choose_the_next_chunk_with_the_online_critics_and_value_it_w
     table = chunk_table(data, agent.config.discount, 3)
     batch = {k: v[:16] for k, v in table.items() if k != "valid_rows"}
     key = jax.random.PRNGKey(1)
-    obs_n, chunks = agent._candidates(state["actor"], batch["bootstrap_observations"], key, 5, 2)
+    obs_n, chunks = agent.behaviour.sample_candidates(state["actor"], batch["bootstrap_observations"], key, 5, 2)
     target_q = np.asarray(agent.critic(state["target_critic"], obs_n, chunks)).mean(axis=0)
     online_q = np.asarray(agent.critic(state["critic"], obs_n, chunks)).mean(axis=0)
     partial, disc = np.asarray(batch["partial_returns"]), np.asarray(batch["bootstrap_discounts"])

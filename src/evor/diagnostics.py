@@ -153,9 +153,8 @@ def draw_candidates(run, obs, key):
     """(obs_n, candidates), each (B, N, dim): the run's N candidates per observation from its pi_ref, drawn
     as acting draws them."""
     settings = run.settings()
-    n = settings.num_candidates
-    obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
-    return obs_n, run.agent.sample_actions(run.state["actor"], obs_n, key, settings.action_flow_steps)
+    return run.agent.behaviour.sample_candidates(run.state["actor"], obs, key, settings.num_candidates,
+                                                 settings.action_flow_steps)
 
 
 def acting_readouts(run, obs_n, candidates, key, count: int, settings=None):

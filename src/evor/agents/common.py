@@ -47,6 +47,12 @@ class BehaviourFlow:
         noise = jax.random.normal(key, obs.shape[:-1] + (self.action_dim,))
         return self.sample_from_noise(params, obs, noise, num_steps)
 
+    def sample_candidates(self, params, obs, key, num: int, num_steps: int):
+        """N samples per observation: obs (B, obs_dim) -> (obs_n, candidates), each (B, N, dim), obs_n the
+        observations repeated to line up with the candidates (what best-of-N scoring needs)."""
+        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], num, obs.shape[-1]))
+        return obs_n, self.sample(params, obs_n, key, num_steps)
+
 
 class CriticEnsemble:
     """E scalar critics Q_e(s, a) (MLP with LayerNorm), parameters stacked on a leading axis."""

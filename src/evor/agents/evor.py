@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from evor.agents.base import Agent
-from evor.agents.common import BehaviourFlow, adam_step, polyak
+from evor.agents.common import BehaviourFlow, adam_step, best_of_n, polyak
 from evor.agents.return_models import RETURN_MODELS, make_return_model
 from evor.data.sampler import chunk_table, sample_batch, sample_chunks, transition_table
 from evor.flows import INTEGRATORS
@@ -358,13 +358,12 @@ class EVOR(Agent):
         (next_action 'greedy'). The median is the return model's transport of base noise 0 (a 1-D flow's
         ODE map is monotone; for 'mean' it is the value): one integration per candidate, not M."""
         config = self.config
-        n = config.target_candidates
-        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
-        candidates = self.sample_actions(state["actor"], obs_n, key, config.target_action_flow_steps)
+        obs_n, candidates = self.behaviour.sample_candidates(state["actor"], obs, key, config.target_candidates,
+                                                             config.target_action_flow_steps)
         z0 = jnp.zeros((config.num_return_flows,) + obs_n.shape[:-1] + (1,))
         scores = self.transport_returns(state["return_flow"], obs_n, candidates, z0, config.target_return_flow_steps,
                                         config.target_integrator)[..., 0].mean(axis=0)  # (B, N)
-        return jnp.take_along_axis(candidates, jnp.argmax(scores, axis=-1)[:, None, None], axis=1)[:, 0]
+        return best_of_n(candidates, scores)
 
     def return_loss(self, return_params, targets, batch, key):
         """Each member fitted to its own sampled TD targets (E, B, 1), summed over members: flow matching
@@ -432,8 +431,8 @@ class EVOR(Agent):
         """Actions for a batch of observations (B, obs_dim) -> (B, h * action_dim)."""
         candidate_key, value_key, select_key = jax.random.split(key, 3)
         n = settings.num_candidates
-        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
-        candidates = self.sample_actions(state["actor"], obs_n, candidate_key, settings.action_flow_steps)
+        obs_n, candidates = self.behaviour.sample_candidates(state["actor"], obs, candidate_key, n,
+                                                             settings.action_flow_steps)
         if n == 1:  # plain pi_ref: no scoring needed
             return candidates[:, 0]
         q = self.q_star(state, obs_n, candidates, value_key, settings)  # (B, N)

@@ -136,8 +136,7 @@ class IFQL(Agent):
 
     def act(self, state, obs, key, settings: IFQLSettings):
         n = settings.num_candidates
-        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], n, obs.shape[-1]))
-        candidates = self.behaviour.sample(state["actor"], obs_n, key, settings.action_flow_steps)
+        obs_n, candidates = self.behaviour.sample_candidates(state["actor"], obs, key, n, settings.action_flow_steps)
         if n == 1:
             return candidates[:, 0]
         return best_of_n(candidates, self.critic(state["critic"], obs_n, candidates).min(axis=0))

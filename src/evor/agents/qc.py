@@ -102,14 +102,10 @@ class QC(Agent):
                 "actor_opt": self.optimizer.init(actor), "critic_opt": self.optimizer.init(critic),
                 "step": jnp.zeros((), jnp.int32)}
 
-    def _candidates(self, actor, obs, key, num: int, steps: int):
-        obs_n = jnp.broadcast_to(obs[:, None, :], (obs.shape[0], num, obs.shape[-1]))
-        return obs_n, self.behaviour.sample(actor, obs_n, key, steps)
-
     def targets(self, state, batch, key):
         cfg = self.config
-        obs_n, chunks = self._candidates(state["actor"], batch["bootstrap_observations"], key,
-                                         cfg.num_target_samples, cfg.target_action_flow_steps)
+        obs_n, chunks = self.behaviour.sample_candidates(state["actor"], batch["bootstrap_observations"], key,
+                                                         cfg.num_target_samples, cfg.target_action_flow_steps)
         next_q = self.critic(state["target_critic"], obs_n, chunks).mean(axis=0)  # (B, N)
         choice_q = self.critic(state["critic"], obs_n, chunks).mean(axis=0) if cfg.target_selection == "online" \
             else next_q
@@ -146,7 +142,8 @@ class QC(Agent):
 
     def act(self, state, obs, key, settings: QCSettings):
         """(B, obs_dim) -> (B, h * action_dim): the best of N behaviour chunks by mean Q."""
-        obs_n, chunks = self._candidates(state["actor"], obs, key, settings.num_candidates, settings.action_flow_steps)
+        obs_n, chunks = self.behaviour.sample_candidates(state["actor"], obs, key, settings.num_candidates,
+                                                         settings.action_flow_steps)
         if settings.num_candidates == 1:
             return chunks[:, 0]
         return best_of_n(chunks, self.critic(state["critic"], obs_n, chunks).mean(axis=0))
