@@ -21,6 +21,8 @@ def main():
     parser.add_argument("--run", default=None, help="a run directory (default: an untrained EVOR at --preset)")
     parser.add_argument("--task", default="cube-single-play-singletask-task2-v0")
     parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="actions per chunk of the untrained EVOR (default: EVOR's, 5; docs/speed.md's earlier figures: 1)")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--num-candidates", type=int, default=None, help="N (default: the run's setting)")
     parser.add_argument("--layouts", default="1x0,10x0,10x2,25x2,50x2",
@@ -32,7 +34,7 @@ def main():
     if args.run:
         run = load_run(args.run)
     else:
-        agent, _ = make_agent("evor", args.preset)
+        agent, _ = make_agent("evor", args.preset, **({} if args.horizon is None else {"horizon": args.horizon}))
         run = Run(None, make_config(args.preset, task=args.task), agent, agent.init(jax.random.PRNGKey(0)), 0)
     settings = run.settings(num_candidates=args.num_candidates)
     rows = []

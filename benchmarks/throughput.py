@@ -2,16 +2,18 @@
 buffers) against the plain loop of the field's reference code (one jitted call per update from Python),
 for EVOR, QC and FQL at the `cpu` and `paper` presets. EVOR is measured twice: with its default
 Monte-Carlo targets read from the cut-off table, and with the spec's every-row target integration
-(`evor-every-row`); the ratio is printed as `evor <preset> speedup vs every-row targets`. Any agent
-label works, the ablations' variants included (`evor-mean`, `evor-hlgauss`, `fql-mc`, ...: agents/__init__);
-each EVOR variant's updates/s is also printed as a ratio to `evor` measured in the same run. Also the
+(`evor-every-row`, or LABEL-every-row for any EVOR label); the ratio is printed as `evor <preset>
+speedup vs every-row targets`. Any agent label works, the ablations' variants included (`evor1-mean`,
+`evor5-mean`, `fql-mc`, ...: agents/__init__); each EVOR variant's updates/s is also printed as a ratio
+to its base label ('evor1' for 'evor1-mean') measured in the same run. 'evor' is EVOR's default (5-step
+chunks); docs/speed.md's earlier figures are single-step EVOR, `--agents evor1,evor1-every-row`. Also the
 FLOP/s achieved against the fp32 matmul peak measured in the same run (matmul FLOPs per update counted
 on the jaxpr with loop trip counts; XLA's cost analysis counts a loop body once and would undercount
 the flow integrations).
 
     python benchmarks/throughput.py --agents evor,evor-every-row,qc,fql --presets cpu,paper \
         [--pause-pattern "compare.py --cell"]
-    python benchmarks/throughput.py --agents evor,evor-mean,evor-hlgauss --presets cpu   # the return models
+    python benchmarks/throughput.py --agents evor1,evor1-mean,evor1-hlgauss --presets cpu   # the return models
 """
 
 import argparse
@@ -33,8 +35,21 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 / timed(lambda: block(f(a, a)), repeats) / 1e9
 
 
-# Rows that are not agent labels: name -> (agent, agent config fields)
-VARIANTS = {"evor-every-row": ("evor", {"cutoff_returns": "every_row"})}
+# A row that is not an agent label: LABEL-every-row is LABEL with the spec's every-row target integration.
+EVERY_ROW = "-every-row"
+
+
+def agent_of(name: str):
+    """(agent, agent config fields) of a row name: an agent label, or a label with EVERY_ROW after it."""
+    if name.endswith(EVERY_ROW):
+        agent_name, fields = parse_label(name[: -len(EVERY_ROW)])
+        return agent_name, {**fields, "cutoff_returns": "every_row"}
+    return parse_label(name)
+
+
+def base_of(name: str) -> str:
+    """The label a variant row is compared with: 'evor1-mean' -> 'evor1', 'evor-every-row' -> 'evor'."""
+    return name[: -len(EVERY_ROW)] if name.endswith(EVERY_ROW) else name.split("-")[0]
 
 
 def flops_per_update(agent, table, state, batch_size, refresh_every: int = 1) -> float:
@@ -50,7 +65,7 @@ def flops_per_update(agent, table, state, batch_size, refresh_every: int = 1) ->
 
 
 def measure(name, preset, dataset, steps: int):
-    agent_name, fields = VARIANTS[name] if name in VARIANTS else parse_label(name)
+    agent_name, fields = agent_of(name)
     agent, batch_size = make_agent(agent_name, preset, **fields)
     table = agent.make_table(dataset)
     key = jax.random.PRNGKey(1)
@@ -121,15 +136,16 @@ def main():
               f"{r['plain_updates_per_second']:.2f} | "
               f"{r['fused_updates_per_second'] / r['plain_updates_per_second']:.2f}x | {achieved} | {fraction} |")
     by_name = {(r["agent"], r["preset"]): r for r in rows}
-    for preset in args.presets.split(","):
-        table, every_row = by_name.get(("evor", preset)), by_name.get(("evor-every-row", preset))
-        if table and every_row:
-            print(f"evor {preset} speedup vs every-row targets: "
-                  f"{table['fused_updates_per_second'] / every_row['fused_updates_per_second']:.2f}x")
-        for (name, row_preset), row in by_name.items():
-            if table and row_preset == preset and name.startswith("evor-") and name != "evor-every-row":
-                print(f"{name} {preset} updates/s relative to evor: "
-                      f"{row['fused_updates_per_second'] / table['fused_updates_per_second']:.2f}x")
+    for (name, preset), row in by_name.items():
+        base = by_name.get((base_of(name), preset))
+        if base is None or base is row:
+            continue
+        if name.endswith(EVERY_ROW):
+            print(f"{base_of(name)} {preset} speedup vs every-row targets: "
+                  f"{base['fused_updates_per_second'] / row['fused_updates_per_second']:.2f}x")
+        elif name.startswith("evor"):
+            print(f"{name} {preset} updates/s relative to {base_of(name)}: "
+                  f"{row['fused_updates_per_second'] / base['fused_updates_per_second']:.2f}x")
     if args.out:
         atomic_write_json(args.out, {"matmul_peak_gflops": peak, "device": str(jax.devices()[0]), "rows": rows})
 

@@ -25,7 +25,7 @@ def test_behaviour_flow_recovers_a_bimodal_action_distribution():
     n = 4096
     modes = np.where(rng.random(n) < 0.5, -0.6, 0.6)
     actions = np.clip(modes + 0.05 * rng.standard_normal(n), -1, 1).astype(np.float32)
-    agent = EVOR(EVORConfig(hidden_dims=(64, 64), learning_rate=1e-3), 1, 1, ReturnScale(-1.0, 0.0))
+    agent = EVOR(EVORConfig(horizon=1, hidden_dims=(64, 64), learning_rate=1e-3), 1, 1, ReturnScale(-1.0, 0.0))
     params = agent.init(jax.random.PRNGKey(0))["actor"]
     opt = optax.adam(1e-3)
     opt_state = opt.init(params)
@@ -62,7 +62,7 @@ def test_return_flow_matches_the_exact_return_distribution_of_a_chain():
     # truth at any state-action (the one-step, 10-Euler-step spec reaches 35-71% on the 5-state chain,
     # benchmarks/calibration.py), if W1 exceeds 4.5% of the return range or the mean is off by 3.5%.
     mdp = ChainMDP(num_states=3)
-    config = EVORConfig(hidden_dims=(128, 128), discount=mdp.discount, num_return_flows=1, learning_rate=1e-3)
+    config = EVORConfig(horizon=1, hidden_dims=(128, 128), discount=mdp.discount, num_return_flows=1, learning_rate=1e-3)
     agent = EVOR(config, mdp.observation_dim, 1, ReturnScale.from_rewards(-1.0, 0.0, mdp.discount))
     state = fit(agent, mdp.dataset(20000, seed=0), 3000, batch_size=256, seed=0)
     readout = InferenceSettings()
@@ -91,7 +91,7 @@ def test_more_candidates_find_a_rare_good_action():
     good = rng.random(n) < 0.1
     actions = np.clip(np.where(good, 0.5, -0.5) + 0.1 * rng.standard_normal(n), -1, 1).astype(np.float32)
     rewards = np.where(actions > 0, 0.0, -1.0).astype(np.float32)
-    config = EVORConfig(hidden_dims=(64, 64), learning_rate=1e-3, discount=0.9)
+    config = EVORConfig(horizon=1, hidden_dims=(64, 64), learning_rate=1e-3, discount=0.9)
     agent = EVOR(config, 1, 1, ReturnScale.from_rewards(-1.0, 0.0, 0.9))
     state = fit(agent, _single_state_dataset(actions, rewards), 2000, batch_size=256, seed=0)
     obs = jnp.zeros((2000, 1))
@@ -141,7 +141,7 @@ def test_common_return_noise_separates_shifted_return_distributions_with_one_sam
     n = 8192
     actions = np.clip(np.where(rng.random(n) < 0.5, 0.5, -0.5) + 0.05 * rng.standard_normal(n), -1, 1)
     rewards = np.clip(np.where(actions > 0, -0.4, -0.6) + 0.2 * rng.standard_normal(n), -1, 0)
-    agent = EVOR(EVORConfig(hidden_dims=(64, 64), learning_rate=1e-3, discount=0.9), 1, 1,
+    agent = EVOR(EVORConfig(horizon=1, hidden_dims=(64, 64), learning_rate=1e-3, discount=0.9), 1, 1,
                  ReturnScale.from_rewards(-1.0, 0.0, 0.9))
     state = fit(agent, _single_state_dataset(actions.astype(np.float32), rewards.astype(np.float32)), 2000,
                 batch_size=256, seed=0)
@@ -155,7 +155,7 @@ def test_common_return_noise_separates_shifted_return_distributions_with_one_sam
 
 
 def test_ema_readout_scores_with_the_polyak_averaged_return_flow():
-    agent = EVOR(EVORConfig(hidden_dims=(16,)), 2, 1, ReturnScale(-1.0, 0.0))
+    agent = EVOR(EVORConfig(horizon=1, hidden_dims=(16,)), 2, 1, ReturnScale(-1.0, 0.0))
     state = agent.init(jax.random.PRNGKey(0))
     other = agent.init(jax.random.PRNGKey(1))["return_flow"]
     state = dict(state, target_return_flow=other)  # EMA weights that differ from the online ones
@@ -230,7 +230,7 @@ def test_greedy_targets_choose_the_next_action_with_the_online_model_and_value_i
     ends[31] = ends[63] = 1
     data = Dataset.from_arrays("t", observations=obs, actions=rng.uniform(-1, 1, (n, 2)), rewards=-rng.random(n),
                                masks=np.ones(n), ends=ends, next_observations=obs + 1)
-    config = EVORConfig(hidden_dims=(16,), return_model="mean", target_horizon=1, next_action="greedy",
+    config = EVORConfig(horizon=1, hidden_dims=(16,), return_model="mean", target_horizon=1, next_action="greedy",
                         target_candidates=5, target_action_flow_steps=2)
     agent = EVOR(config, 3, 2, ReturnScale.from_rewards(-1.0, 0.0, config.discount))
     state = agent.init(jax.random.PRNGKey(0))
@@ -273,7 +273,7 @@ def test_greedy_targets_value_the_best_continuation_and_policy_targets_the_behav
     # not-yet-fitted value over-rates (measured 1.16 at a' = 0.9, outside the data), QC's known bias.
     values = {}
     for next_action in ("policy", "greedy"):
-        config = EVORConfig(hidden_dims=(64, 64), learning_rate=1e-3, discount=0.9, return_model="mean",
+        config = EVORConfig(horizon=1, hidden_dims=(64, 64), learning_rate=1e-3, discount=0.9, return_model="mean",
                             num_return_flows=1, target_horizon=1, next_action=next_action, target_candidates=16,
                             target_update_rate=0.05)
         agent = EVOR(config, 1, 1, ReturnScale.from_rewards(0.0, 1.0, 0.9))
@@ -289,5 +289,5 @@ def test_greedy_next_actions_need_td_targets():
     with pytest.raises(ConfigError, match="greedy"):
         EVORConfig(next_action="greedy").validate()  # Monte-Carlo targets have no bootstrap action
     with pytest.raises(ConfigError):
-        EVORConfig(next_action="greedy", target_horizon=1, target_candidates=0).validate()
+        EVORConfig(horizon=1, next_action="greedy", target_horizon=1, target_candidates=0).validate()
     EVORConfig(horizon=5, target_horizon=5, next_action="greedy").validate()

@@ -63,7 +63,7 @@ def test_every_shipped_suite_expands_into_cells_whose_configs_build():
                                  agent={**fields, **overrides.pop("agent", {})}, **overrides)
             assert config.agent_name == agent_name
     labels = {c.label for c in expand(load_suite("ablation-return-models"), "out")}
-    assert labels == {"evor", "evor-mean", "evor-hlgauss"}
+    assert labels == {"evor1", "evor1-mean", "evor1-hlgauss"}
 
 
 def test_bad_suites_are_reported(tmp_path):
@@ -190,16 +190,20 @@ def test_agent_labels_round_trip_and_come_from_the_agents():
     from evor.agents import chunked_agents, label_of, parse_label
 
     assert set(chunked_agents()) == {"evor", "qc"}  # the agents whose config has a chunk length
-    for label in ("evor", "evor5", "qc1", "qc5", "qc3", "fql", "ifql", "evor-mean", "evor-hlgauss", "evor-td10",
-                  "evor5-mean-td1", "fql-mc", "fql-td10", "ifql-mc", "evor5-mean-td5-greedy", "evor-td1-dataset"):
+    for label in ("evor1", "evor5", "qc1", "qc5", "qc3", "fql", "ifql", "evor1-mean", "evor1-hlgauss", "evor1-td10",
+                  "evor5-mean", "evor5-mean-td1", "fql-mc", "fql-td10", "ifql-mc", "evor5-mean-td5-greedy",
+                  "evor1-td1-dataset"):
         name, fields = parse_label(label)
         assert label_of(name, fields) == label
-    assert label_of("qc", {}) == "qc5"  # QC's default chunk is named; EVOR's default (1) is not
-    assert parse_label("evor-hlgauss") == ("evor", {"return_model": "hl_gauss"})
+    # A default chunk other than 1 is always named: 'evor' and 'qc' parse, as the defaults, written evor5 / qc5
+    assert label_of("qc", {}) == "qc5" and label_of("evor", {}) == "evor5"
+    assert parse_label("evor") == ("evor", {}) and parse_label("evor-mean") == ("evor", {"return_model": "mean"})
+    assert parse_label("evor1-hlgauss") == ("evor", {"horizon": 1, "return_model": "hl_gauss"})
     assert parse_label("fql-mc") == ("fql", {"target_horizon": 0})
     assert parse_label("evor5-td5-greedy") == ("evor", {"horizon": 5, "target_horizon": 5, "next_action": "greedy"})
     # A run's full config names only what differs from the agent's defaults.
-    assert label_of("evor", {"return_model": "flow", "target_horizon": 0, "horizon": 1}) == "evor"
+    assert label_of("evor", {"return_model": "flow", "target_horizon": 0, "horizon": 1}) == "evor1"
+    assert label_of("evor", {"return_model": "flow", "target_horizon": 0, "horizon": 5}) == "evor5"
     assert label_of("fql", {"target_horizon": 0, "alpha": 300.0}) == "fql-mc"
     with pytest.raises(ConfigError, match="Unknown agent 'fql3'"):
         parse_label("fql3")
@@ -220,6 +224,23 @@ def test_a_cell_whose_suite_now_trains_longer_is_not_done(tmp_path):
     (short.run_dir / "compare_eval.json").write_text(json.dumps({"step": 100, "success_rate": 0.5}))
     assert short.done()
     assert not Cell(TASK, "evor", 0, "tiny", 2, str(tmp_path), (("total_steps", 300),)).done()
+
+
+def test_a_cell_refuses_a_run_directory_of_another_method(tmp_path):
+    # a study directory written when 'evor' meant single-step EVOR: its cell is neither reused nor resumed
+    from evor.config import config_json
+
+    old = Cell(TASK, "evor1", 0, "tiny", 2, str(tmp_path), ())
+    new = Cell(TASK, "evor", 0, "tiny", 2, str(tmp_path), ())
+    new.run_dir.mkdir(parents=True)
+    saved = config_json(old.config())
+    del saved["agent"]["horizon"]  # as written before the field existed: it means 1
+    (new.run_dir / "config.json").write_text(json.dumps(saved))
+    (new.run_dir / "compare_eval.json").write_text(json.dumps({"step": old.config().total_steps}))
+    with pytest.raises(ConfigError, match=r"another method than 'evor' \(agent.horizon: saved 1, requested 5\)"):
+        new.done()
+    (new.run_dir / "config.json").write_text(json.dumps(config_json(new.config())))
+    assert new.done()  # the same method: reused as before
 
 
 def _children(pid: int) -> list[int]:

@@ -78,7 +78,7 @@ def runs(tmp_path):
             sweep = [{"settings": {"num_candidates": n}, "success_rate": final * (n / 16) ** 0.2,
                       "single_action_ms": 0.3 * n, "step": 1000, "episodes": 50} for n in (1, 4, 16)]
             diagnostics = {"validation": {"pit_histogram": [0.1] * 10, "coverage": {"50": 0.5, "80": 0.79, "90": 0.9}}}
-            _fake_run(root, task, "evor", seed, final, [(500, final / 2), (1000, final)], sweep, diagnostics)
+            _fake_run(root, task, "evor", seed, final, [(500, final / 2), (1000, final)], sweep, diagnostics, horizon=5)
             _fake_run(root, task, "qc", seed, final / 2, [(500, 0.6), (1000, final / 2)], horizon=5)
     return root, finals
 
@@ -88,7 +88,7 @@ def test_report_tables_match_hand_computed_values(runs, tmp_path):
     summary = write_report([root], tmp_path / "report")
     rows = {(r["task"], r["method"]): r for r in summary["per_task"]}
     for task, values in finals.items():
-        evor = rows[(task, "evor")]
+        evor = rows[(task, "evor5")]
         assert evor["final_mean"] == pytest.approx(np.mean(values))
         assert evor["final_std"] == pytest.approx(np.std(values))
         assert evor["final_iqm"] == pytest.approx(np.mean(values))  # 3 seeds: nothing trimmed
@@ -97,13 +97,13 @@ def test_report_tables_match_hand_computed_values(runs, tmp_path):
         assert "published_mean" not in evor  # two periodic evaluations: no last-three score
     env = {r["method"]: r for r in summary["per_environment"]}
     pooled = finals["cube-single-play-singletask-task1-v0"] + finals["cube-single-play-singletask-task2-v0"]
-    assert env["evor"]["runs"] == 6 and env["evor"]["tasks"] == 2
-    assert env["evor"]["final_iqm"] == pytest.approx(np.mean(sorted(pooled)[1:5]))
-    low, high = env["evor"]["final_ci95"]
-    assert low <= env["evor"]["final_iqm"] <= high
+    assert env["evor5"]["runs"] == 6 and env["evor5"]["tasks"] == 2
+    assert env["evor5"]["final_iqm"] == pytest.approx(np.mean(sorted(pooled)[1:5]))
+    low, high = env["evor5"]["final_ci95"]
+    assert low <= env["evor5"]["final_iqm"] <= high
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "last three evaluations" in markdown and "best during training" in markdown
-    assert "| cube-single-play | evor | 2 | 6 |" in markdown
+    assert "| cube-single-play | evor5 | 2 | 6 |" in markdown
     assert set(summary["figures"]) == {"learning_curves.png", "scaling_vs_candidates.png", "scaling_vs_latency.png",
                                        "diagnostics.png"}
 
@@ -131,9 +131,22 @@ def test_differences_and_the_papers_numbers_sit_beside_ours(runs, tmp_path):
     assert summary["beside_papers"] == [{"task": task1, "method": "fql", "seeds": [0], "final_mean": 0.6,
                                          "last_three_mean": None, "paper": 0.97}]
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "| all | evor − fql | 1 | 3 / 1 | +10.0 | — (a task has one seed) |" in markdown
+    assert "| all | evor5 − fql | 1 | 3 / 1 | +10.0 | — (a task has one seed) |" in markdown
     assert f"| {task1} | fql | 0 | 60.0 ± 0.0 | 60.0 [— one seed] |" in markdown
     assert f"| {task1} | fql | 0 | 60.0 | — | 97.0 |" in markdown
+
+
+def test_runs_from_before_the_chunked_default_read_back_as_single_step_evor(tmp_path):
+    # a config.json without `horizon` was written when EVOR acted one step at a time: it is 'evor1', and
+    # with no 'evor5' among the runs the differences are taken against it
+    task = "cube-single-play-singletask-task1-v0"
+    for seed, (ours, theirs) in enumerate([(0.8, 0.5), (0.6, 0.5)]):
+        _fake_run(tmp_path / "runs", task, "evor", seed, ours, [(1000, ours)])
+        _fake_run(tmp_path / "runs", task, "fql", seed, theirs, [(1000, theirs)])
+    summary = write_report([tmp_path / "runs"], tmp_path / "report")
+    assert {r["method"] for r in summary["per_task"]} == {"evor1", "fql"}
+    (row,) = [r for r in summary["differences"] if r["environment"] == "all"]
+    assert row["reference"] == "evor1" and row["method"] == "fql" and row["difference"] == pytest.approx(0.2)
 
 
 def _chromium():
@@ -165,11 +178,11 @@ def test_html_report_renders_in_headless_chromium_with_its_images(runs, tmp_path
 def test_a_group_with_unscored_seeds_says_how_many_are_scored(tmp_path):
     # a study in progress: seed 1 is still training; its mean is over seed 0 alone, and the table says so
     task = "cube-single-play-singletask-task1-v0"
-    _fake_run(tmp_path / "runs", task, "evor", 0, 0.4, [(1000, 0.4)])
-    _fake_run(tmp_path / "runs", task, "evor", 1, None, [(500, 0.1)])
+    _fake_run(tmp_path / "runs", task, "evor", 0, 0.4, [(1000, 0.4)], horizon=5)
+    _fake_run(tmp_path / "runs", task, "evor", 1, None, [(500, 0.1)], horizon=5)
     summary = write_report([tmp_path / "runs"], tmp_path / "report")
     assert summary["per_task"][0]["final_runs"] == 1
-    assert f"| {task} | evor | 0,1 (1 scored) | 40.0 ± 0.0 |" in (tmp_path / "report" / "report.md").read_text()
+    assert f"| {task} | evor5 | 0,1 (1 scored) | 40.0 ± 0.0 |" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_results_written_before_a_setting_existed_still_match():
@@ -326,7 +339,7 @@ def test_archived_records_give_the_same_report_without_checkpoints(runs, tmp_pat
         assert copy[table] == original[table], table
     # Archiving again updates in place; two sources that would land on the same path are refused first.
     assert archive_records([root], tmp_path / "archive") == archived
-    other = _fake_run(tmp_path / "other", "cube-single-play-singletask-task1-v0", "evor", 0, 0.1, [(1000, 0.1)])
+    other = _fake_run(tmp_path / "other", "cube-single-play-singletask-task1-v0", "evor", 0, 0.1, [(1000, 0.1)], horizon=5)
     with pytest.raises(EvorError, match="would both archive to"):
         archive_records([root, tmp_path / "other"], tmp_path / "archive2")
     assert not (tmp_path / "archive2").exists()

@@ -19,7 +19,7 @@ MDP = ChainMDP(num_states=3)
 
 
 def _trained(return_model: str, **fields):
-    config = EVORConfig(hidden_dims=(128, 128), discount=MDP.discount, num_return_flows=1, learning_rate=1e-3,
+    config = EVORConfig(horizon=1, hidden_dims=(128, 128), discount=MDP.discount, num_return_flows=1, learning_rate=1e-3,
                         return_model=return_model, **fields)
     agent = EVOR(config, MDP.observation_dim, 1, ReturnScale.from_rewards(-1.0, 0.0, MDP.discount))
     state = fit(agent, MDP.dataset(20000, seed=0), 2500, batch_size=256, seed=0)
@@ -58,7 +58,7 @@ def test_the_histogram_model_matches_the_exact_distribution_within_its_bin_width
 @pytest.mark.parametrize("return_model", ["flow", "mean", "hl_gauss"])
 def test_q_star_limits_of_every_return_model(return_model):
     # untrained parameters: the limits hold for any distribution the model represents
-    agent = EVOR(EVORConfig(hidden_dims=(16,), return_model=return_model, return_bins=11), 3, 2,
+    agent = EVOR(EVORConfig(horizon=1, hidden_dims=(16,), return_model=return_model, return_bins=11), 3, 2,
                  ReturnScale(-1.0, 0.0))
     state = agent.init(jax.random.PRNGKey(0))
     obs, act = jax.random.normal(jax.random.PRNGKey(1), (4, 3)), jax.random.uniform(jax.random.PRNGKey(2), (4, 2))
@@ -90,7 +90,7 @@ def test_q_star_limits_of_every_return_model(return_model):
 def test_the_sampled_tilt_reads_a_model_from_m_samples_like_the_flow(return_model):
     from evor.selection import soft_value
 
-    agent = EVOR(EVORConfig(hidden_dims=(16,), return_model=return_model, return_bins=11), 3, 2,
+    agent = EVOR(EVORConfig(horizon=1, hidden_dims=(16,), return_model=return_model, return_bins=11), 3, 2,
                  ReturnScale(-1.0, 0.0))
     state = agent.init(jax.random.PRNGKey(0))
     obs, act = jax.random.normal(jax.random.PRNGKey(1), (4, 3)), jax.random.uniform(jax.random.PRNGKey(2), (4, 2))
@@ -119,7 +119,7 @@ def test_the_sampled_tilt_reads_a_model_from_m_samples_like_the_flow(return_mode
 
 
 def test_hl_gauss_targets_are_a_normalised_gaussian_over_the_bins():
-    agent = EVOR(EVORConfig(hidden_dims=(8,), return_model="hl_gauss", return_bins=20, return_bin_sigma=0.75), 1, 1,
+    agent = EVOR(EVORConfig(horizon=1, hidden_dims=(8,), return_model="hl_gauss", return_bins=20, return_bin_sigma=0.75), 1, 1,
                  ReturnScale(-1.0, 0.0))
     model = agent.return_model
     probs = np.asarray(model.target_probs(jnp.array([[0.0], [0.97], [-1.0]])))

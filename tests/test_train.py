@@ -116,37 +116,40 @@ def test_loaded_run_acts_with_any_inference_setting_and_evaluates(cube_single_da
     for n in (1, 3):
         settings = run.settings(num_candidates=n, num_return_samples=2, tau_q=0.5, tau_r=0.0)
         actions = np.asarray(run.policy(settings)(obs, jax.random.PRNGKey(0)))
-        assert actions.shape == (3, 5) and np.abs(actions).max() <= 1.0
+        assert actions.shape == (3, 25) and np.abs(actions).max() <= 1.0  # EVOR's default: chunks of 5 actions
     result = run.evaluate(run.settings(num_candidates=2), num_episodes=2)
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
     assert result["episode_length_mean"] == 200  # cube-single: 200 steps unless solved
 
 
 def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(cube_single_data, tmp_path, monkeypatch):
-    train(_config(cube_single_data), tmp_path / "run", show_progress=False)
+    single = {"agent": {"horizon": 1}}  # single-step EVOR, what a config.json without `horizon` means
+    train(_config(cube_single_data, **single), tmp_path / "run", show_progress=False)
     with pytest.raises(EvorError, match="already holds a run"):
-        train(_config(cube_single_data), tmp_path / "run", show_progress=False)
+        train(_config(cube_single_data, **single), tmp_path / "run", show_progress=False)
     with pytest.raises(EvorError, match="differs.*seed: saved 0, requested 5"):
-        train(_config(cube_single_data, seed=5), tmp_path / "run", resume=True, show_progress=False)
+        train(_config(cube_single_data, seed=5, **single), tmp_path / "run", resume=True, show_progress=False)
     # a config.json written before EVOR had a chunk length (`horizon`, default 1 = the old behaviour)
     # resumes; one without a field whose meaning changed since (target_horizon) is refused
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     del saved["agent"]["horizon"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
-    train(_config(cube_single_data), tmp_path / "run", resume=True, show_progress=False)
+    train(_config(cube_single_data, **single), tmp_path / "run", resume=True, show_progress=False)
+    with pytest.raises(EvorError, match="agent.horizon: saved 1, requested 5"):  # not under today's default
+        train(_config(cube_single_data), tmp_path / "run", resume=True, show_progress=False)
     # one written before the cut-off table existed trained Monte-Carlo targets every row: that is what it means
     with_table = json.loads(json.dumps(saved))
     for field in ("cutoff_returns", "cutoff_samples", "cutoff_refresh_every"):
         del saved["agent"][field]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(EvorError, match="cutoff_returns: saved 'every_row', requested 'table'"):
-        train(_config(cube_single_data), tmp_path / "run", resume=True, show_progress=False)
+        train(_config(cube_single_data, **single), tmp_path / "run", resume=True, show_progress=False)
     assert load_run(tmp_path / "run").agent.config.cutoff_returns == "every_row"
     saved = with_table
     del saved["agent"]["target_horizon"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(EvorError, match="target_horizon: saved '\\(absent\\)', requested 0"):
-        train(_config(cube_single_data), tmp_path / "run", resume=True, show_progress=False)
+        train(_config(cube_single_data, **single), tmp_path / "run", resume=True, show_progress=False)
     with pytest.raises(ConfigError, match="multiple of log_every"):
         _config(cube_single_data, total_steps=125)
     with pytest.raises(ConfigError, match="Unknown agent config field"):
@@ -164,7 +167,7 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(cube_singl
 
 
 @pytest.mark.parametrize("agent, overrides, action_dim", [
-    ("evor", {}, 5), ("evor", {"agent": {"horizon": 3}}, 15),
+    ("evor", {}, 25), ("evor", {"agent": {"horizon": 1}}, 5),
     ("qc", {"agent": {"horizon": 1}}, 5), ("qc", {"agent": {"horizon": 5}}, 25),
     ("fql", {}, 5), ("ifql", {}, 5)])
 def test_every_agent_trains_saves_loads_and_acts(cube_single_data, tmp_path, agent, overrides, action_dim):

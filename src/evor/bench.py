@@ -27,7 +27,7 @@ from evor.data.files import atomic_write_json, try_lock
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
 from evor.interrupts import Terminated, sigterm_as_interrupt
-from evor.rundir import CELL_RESULT, claim, read_metrics
+from evor.rundir import CELL_RESULT, CONFIG, claim, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 RESULT_FILE = CELL_RESULT
@@ -57,10 +57,29 @@ class Cell:
         return make_config(self.preset, task=self.task, seed=self.seed, agent_name=agent_name,
                            agent={**agent_overrides, **overrides.pop("agent", {})}, data_dir=self.data_dir, **overrides)
 
+    def check_run_dir(self) -> None:
+        """Refuse a run directory that holds another method than the cell's: a label names the agent's
+        defaults, and those change (before EVOR's default chunk became 5, 'evor' meant single-step EVOR,
+        now 'evor1'), so a finished run under an old label must not be reused or reported as the new one."""
+        from evor.config import config_json, resume_differences, with_added_fields
+
+        path = self.run_dir / CONFIG
+        if not path.exists():
+            return
+        saved = with_added_fields(json.loads(path.read_text()), self.config().agent_name)
+        expected = config_json(self.config())
+        differences = resume_differences({k: saved.get(k) for k in ("agent_name", "agent")},
+                                         {k: expected[k] for k in ("agent_name", "agent")})
+        if differences:
+            raise ConfigError(f"{self.run_dir} holds a run of another method than '{self.label}' "
+                              f"({'; '.join(differences)}): the label's defaults may have changed since it ran. "
+                              f"Give the bench another --out, or move that directory.")
+
     def done(self) -> bool:
         """Its final evaluation exists and is of the step the cell trains to: a suite whose total_steps
         grew continues the cell's run rather than reporting the shorter one (results written before they
-        recorded their step count as done)."""
+        recorded their step count as done). A directory holding another method is refused (check_run_dir)."""
+        self.check_run_dir()
         path = self.run_dir / RESULT_FILE
         if not path.exists():
             return False

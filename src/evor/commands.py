@@ -20,7 +20,8 @@ def add_commands(sub, int_list, float_list):
     train.add_argument("--task", default=None, help="e.g. cube-single-play-singletask-task2-v0")
     train.add_argument("--agent", default=None, help="evor (default) | qc | fql | ifql")
     train.add_argument("--horizon", type=int, default=None,
-                       help="action-chunk length for --agent qc (QC-1: 1, QC-5: 5) or evor (default 1)")
+                       help="action-chunk length for --agent qc (QC-1: 1, QC-5: 5) or evor (default 5; 1: the "
+                            "paper's single-step EVOR)")
     train.add_argument("--preset", default=None, help="cpu (default) | paper | tiny (data files in evor/presets)")
     train.add_argument("--config", default=None, help="JSON file of config fields, applied over the preset")
     train.add_argument("--seed", type=int, default=None)

@@ -119,7 +119,9 @@ def method_label(config: dict) -> str:
     from evor.agents import label_of, parse_label
     from evor.config import config_json, make_config, with_added_fields
 
-    label = label_of(config["agent_name"], config.get("agent", {}))
+    # A field absent from an older config.json means its value from before it existed (horizon 1 for EVOR).
+    saved = with_added_fields(config, config["agent_name"])
+    label = label_of(config["agent_name"], saved.get("agent", {}))
     if "preset" not in config:  # nothing to compare against
         return label
     name, label_fields = parse_label(label)
@@ -128,7 +130,6 @@ def method_label(config: dict) -> str:
                                            agent=dict(label_fields)))
     except EvorError:  # a preset or field this version does not know: the label alone is all we can say
         return label
-    saved = with_added_fields(config, name)
     differs = [f"{k}={_short(v)}" for k, v in sorted(saved.get("agent", {}).items())
                if k in expected["agent"] and v != expected["agent"][k]]
     differs += [f"{k}={_short(saved[k])}" for k in _TRAINING_FIELDS if k in saved and saved[k] != expected[k]]
@@ -259,7 +260,20 @@ def environment_table(records: list[RunRecord]) -> list[dict]:
     return rows
 
 
-REFERENCE_METHOD = "evor"
+def reference_method(records: list[RunRecord]) -> str | None:
+    """The method the others are compared with: EVOR at its defaults ('evor5') where the runs have it,
+    else the EVOR label with the most runs (a study of single-step EVOR, 'evor1', from before the default
+    chunk became 5), else None."""
+    from evor.agents import label_of
+
+    counts: dict = {}
+    for r in records:
+        counts[r.method] = counts.get(r.method, 0) + 1
+    default = label_of("evor", {})
+    if default in counts:
+        return default
+    evor_labels = sorted((-n, m) for m, n in counts.items() if m.startswith("evor"))
+    return evor_labels[0][1] if evor_labels else None
 
 
 def _interval(strata: list, bootstrap) -> list[float] | None:
@@ -270,10 +284,13 @@ def _interval(strata: list, bootstrap) -> list[float] | None:
     return list(bootstrap(strata))
 
 
-def difference_table(records: list[RunRecord], reference: str = REFERENCE_METHOD) -> list[dict]:
+def difference_table(records: list[RunRecord], reference: str | None = None) -> list[dict]:
     """The reference method's mean final success minus each other method's, per environment and over all
     of them, on the tasks where both have final scores; the 95% interval resamples each method's seeds
-    within each task (bootstrap_difference)."""
+    within each task (bootstrap_difference). The reference defaults to reference_method(records)."""
+    reference = reference or reference_method(records)
+    if reference is None:
+        return []
     finals: dict = {}
     for r in records:
         if r.final is not None:

@@ -1,14 +1,18 @@
 """Agents by name. Each lives in one file that reads next to its equations.
 
-Labels name an agent and its action-chunk length at once, the way results are reported: 'evor', 'fql',
-'ifql', 'qc5' (QC with chunks of 5), 'evor5'. An agent whose Config has a `horizon` field acts in
-chunks; its label carries the length (QC always, EVOR when it is not 1). This module is the one place
-that knows it: suites, reports, run directories and the CLI all go through `label_of`/`parse_label`.
+Labels name an agent and its action-chunk length at once, the way results are reported: 'evor5' (EVOR
+acting in chunks of 5, its default), 'evor1' (single-step, the paper's), 'qc5', 'qc1', 'fql', 'ifql'. An
+agent whose Config has a `horizon` field acts in chunks; its label carries the length (always when the
+default is not 1, as for EVOR and QC; otherwise only when it is not 1), so 'evor' alone parses but
+names no length: it is EVOR's default and is written 'evor5'. Before EVOR's default became 5 (docs/
+results.md) 'evor' meant single-step EVOR; those runs' configs say horizon 1 and read back as 'evor1'.
+This module is the one place that knows it: suites, reports, run directories and the CLI all go through
+`label_of`/`parse_label`.
 
 The ablations' variants are named by suffixes, one per field that differs from the agent's default:
-'evor-mean' / 'evor-hlgauss' (return_model), 'evor-td10' / 'fql-mc' (target_horizon: 'mc' is 0, the
-Monte-Carlo returns-to-go, 'tdN' is N-step), 'evor5-td5-greedy' / 'evor-td1-dataset' (next_action). So a suite
-can list 'evor-mean' next to 'evor' and the reports keep them apart.
+'evor1-mean' / 'evor1-hlgauss' (return_model), 'evor1-td10' / 'fql-mc' (target_horizon: 'mc' is 0, the
+Monte-Carlo returns-to-go, 'tdN' is N-step), 'evor5-td5-greedy' / 'evor1-td1-dataset' (next_action). So a
+suite can list 'evor5-mean' next to 'evor5' and the reports keep them apart.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from evor.errors import ConfigError
 
 AGENTS: dict[str, type[Agent]] = {"evor": EVOR, "qc": QC, "fql": FQL, "ifql": IFQL}
 # Labels used in the comparisons and suites so far (for messages; any chunk length parses).
-KNOWN_LABELS = ("evor", "evor5", "qc1", "qc5", "fql", "ifql", "evor-mean", "evor-hlgauss", "evor-td1", "fql-mc",
-                "evor5-mean-td5-greedy")
+KNOWN_LABELS = ("evor5", "evor1", "qc1", "qc5", "fql", "ifql", "evor5-mean", "evor1-mean", "evor1-hlgauss", "evor1-td1",
+                "fql-mc", "evor5-mean-td5-greedy")
 # Label suffix of each value of return_model (agents/return_models.py).
 RETURN_MODEL_SUFFIX = {"flow": "flow", "mean": "mean", "hl_gauss": "hlgauss"}
 NEXT_ACTION_SUFFIXES = NEXT_ACTIONS  # a label suffix is the next_action's own name ('-greedy', '-dataset')
@@ -62,7 +66,7 @@ def label_of(agent_name: str, agent_fields: dict) -> str:
     label = agent_name
     if agent_name in chunked_agents():
         horizon = agent_fields.get("horizon", defaults.horizon)
-        always = defaults.horizon != 1  # QC's default chunk is 5: always named
+        always = defaults.horizon != 1  # EVOR's and QC's default chunk is 5: always named
         label = f"{agent_name}{horizon}" if (always or horizon != 1) else agent_name
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     if "return_model" in fields and agent_fields.get("return_model", defaults.return_model) != defaults.return_model:
