@@ -66,8 +66,8 @@ class Cell:
         path = self.run_dir / CONFIG
         if not path.exists():
             return
-        saved = with_added_fields(json.loads(path.read_text()), self.config().agent_name)
         expected = config_json(self.config())
+        saved = with_added_fields(json.loads(path.read_text()), expected["agent_name"])
         differences = resume_differences({k: saved.get(k) for k in ("agent_name", "agent")},
                                          {k: expected[k] for k in ("agent_name", "agent")})
         if differences:

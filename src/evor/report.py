@@ -264,11 +264,11 @@ def reference_method(records: list[RunRecord]) -> str | None:
     """The method the others are compared with: EVOR at its defaults ('evor5') where the runs have it,
     else the EVOR label with the most runs (a study of single-step EVOR, 'evor1', from before the default
     chunk became 5), else None."""
+    from collections import Counter
+
     from evor.agents import label_of
 
-    counts: dict = {}
-    for r in records:
-        counts[r.method] = counts.get(r.method, 0) + 1
+    counts = Counter(r.method for r in records)
     default = label_of("evor", {})
     if default in counts:
         return default
