@@ -26,7 +26,9 @@ def synthetic_dataset(num: int = 20_000, seed: int = 0, cutoffs: int = 1000) -> 
 
 
 def make_agent(name: str, preset: str, **fields):
-    """(agent, batch size) with the preset's agent fields that this agent has, plus `fields`."""
+    """(agent, batch size) with the preset's agent fields that this agent has, plus `fields`; a field given
+    as None keeps its default (so a script's unset option passes straight through)."""
+    fields = {k: v for k, v in fields.items() if v is not None}
     values = load_preset(preset)
     cls = get_agent_class(name)
     known = {f.name for f in __import__("dataclasses").fields(cls.Config)}

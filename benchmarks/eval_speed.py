@@ -34,7 +34,7 @@ def main():
     if args.run:
         run = load_run(args.run)
     else:
-        agent, _ = make_agent("evor", args.preset, **({} if args.horizon is None else {"horizon": args.horizon}))
+        agent, _ = make_agent("evor", args.preset, horizon=args.horizon)
         run = Run(None, make_config(args.preset, task=args.task), agent, agent.init(jax.random.PRNGKey(0)), 0)
     settings = run.settings(num_candidates=args.num_candidates)
     rows = []

@@ -25,7 +25,7 @@ from evor.train import Run, make_config
 def measure_latency(preset: str, num_candidates: list[int], num_return_samples: list[int], batches: list[int],
                     repeats: int = 5, return_model: str = "flow", horizon: int | None = None) -> list[dict]:
     """ms per call and per action of an (untrained) EVOR policy at `preset` sizes; N = 1 is the baseline."""
-    agent, _ = make_agent("evor", preset, return_model=return_model, **({} if horizon is None else {"horizon": horizon}))
+    agent, _ = make_agent("evor", preset, return_model=return_model, horizon=horizon)
     run = Run(None, make_config(preset), agent, agent.init(jax.random.PRNGKey(0)), 0)
     rows = []
     for batch in batches:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from evor.bench import Cell, bench, expand, load_suite
-from evor.errors import ConfigError
+from evor.errors import ConfigError, EvorError
 
 TASK = "cube-single-play-singletask-task1-v0"
 
@@ -241,6 +241,9 @@ def test_a_cell_refuses_a_run_directory_of_another_method(tmp_path):
         new.done()
     (new.run_dir / "config.json").write_text(json.dumps(config_json(new.config())))
     assert new.done()  # the same method: reused as before
+    (new.run_dir / "config.json").write_text("{not json")  # damaged by hand: named, not a raw traceback
+    with pytest.raises(EvorError, match="config.json is unreadable"):
+        new.done()
 
 
 def _children(pid: int) -> list[int]:

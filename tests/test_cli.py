@@ -55,6 +55,25 @@ def test_generate_list_and_import_round_trip(tmp_path):
     assert code == 2 and "OGBench computes them per task" in err
 
 
+def test_quickstart_over_a_run_of_other_settings_says_what_to_do(cube_single_data, tmp_path):
+    # e.g. runs/quickstart/run from before EVOR's default chunk became 5: it can be neither continued nor
+    # silently replaced, so the quickstart stops before training and names the way out
+    import json
+    import shutil
+
+    from evor.config import config_json, make_config
+
+    shutil.copytree(cube_single_data, tmp_path / "data")
+    old = make_config("cpu", task="cube-single-play-singletask-task2-v0", total_steps=500, data_dir=str(tmp_path / "data"),
+                      eval_every=0, checkpoint_every=500, log_every=500, agent={"horizon": 1})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config_json(old)))
+    code, _, err = run_cli("quickstart", "--out", str(tmp_path), "--steps", "500")
+    assert code == 2 and "Traceback" not in err, err
+    assert "agent.horizon: saved 1, requested 5" in err and "Delete" in err and "--out" in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from evor.data.generate import generate_dataset

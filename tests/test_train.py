@@ -11,7 +11,7 @@ import pytest
 
 from evor.agents.evor import EVORConfig, InferenceSettings
 from evor.errors import ConfigError, EvorError
-from evor.train import load_run, make_config, train
+from evor.train import load_run, make_config, resume_config, train
 
 TASK = "cube-single-play-singletask-task1-v0"
 
@@ -150,6 +150,17 @@ def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(cube_singl
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(EvorError, match="target_horizon: saved '\\(absent\\)', requested 0"):
         train(_config(cube_single_data, **single), tmp_path / "run", resume=True, show_progress=False)
+    # a damaged config.json is named, not a raw JSON traceback, and nothing in the run is touched
+    (tmp_path / "run" / "config.json").write_text('{"agent_name": "evor", "agent": {')  # cut short
+    kept = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    for read in (lambda: train(_config(cube_single_data, **single), tmp_path / "run", resume=True, show_progress=False),
+                 lambda: load_run(tmp_path / "run"), lambda: resume_config(tmp_path / "run", {})):
+        with pytest.raises(EvorError, match="config.json is unreadable"):
+            read()
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == kept
+    (tmp_path / "run" / "config.json").write_text("[1, 2]")
+    with pytest.raises(EvorError, match="not a run's config"):
+        load_run(tmp_path / "run")
     with pytest.raises(ConfigError, match="multiple of log_every"):
         _config(cube_single_data, total_steps=125)
     with pytest.raises(ConfigError, match="Unknown agent config field"):

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from evor.errors import ConfigError, EvorError
+from evor.errors import ConfigError, EvorError, ResumeConflict
 
 # Inference settings exposed as grid flags on `evor eval`: flag -> (field, parser).
 _GRID_FLAGS = {
@@ -425,7 +425,11 @@ def cmd_quickstart(args):
     run_dir = out / "run"
     print(f"[2/4] training EVOR on {config.task} for {steps} steps -> {run_dir}", flush=True)
     # Re-running the quickstart continues its run (resume starts afresh when no checkpoint exists yet).
-    run = train(config, run_dir, resume=(run_dir / "config.json").exists())
+    try:
+        run = train(config, run_dir, resume=(run_dir / "config.json").exists())
+    except ResumeConflict as exc:  # e.g. a quickstart run from before a default changed
+        raise EvorError(f"{run_dir} holds a quickstart run made with other settings ({'; '.join(exc.differences)}), "
+                        f"so it cannot be continued. Delete {run_dir}, or give the quickstart another --out.") from None
     eval_episodes = args.eval_episodes or QUICKSTART["eval_episodes"]
     print(f"[3/4] evaluating with N = {QUICKSTART['candidates']} candidates, {eval_episodes} episodes each "
           f"(N = 1 is a plain behaviour-policy sample)", flush=True)

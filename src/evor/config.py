@@ -228,13 +228,10 @@ def resume_config(run_dir: str | os.PathLike, explicit: dict, preset: str | None
     gave on the resume command (nested `agent`/`inference` dicts allowed); any that differs from the saved
     value is refused by name, so `--resume` alone always continues the run as it was started. The schedule
     (SCHEDULE_FIELDS) may change: `--steps` extends a finished run."""
+    from evor.rundir import read_run_config
+
     run_dir = Path(run_dir).expanduser()
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise EvorError(f"Cannot resume: {config_path} does not exist.")
-    saved = json.loads(config_path.read_text())
-    if not isinstance(saved, dict):
-        raise EvorError(f"{config_path}: not a config (expected a JSON object).")
+    saved = read_run_config(run_dir, missing="cannot be resumed: it is not a run directory")
     saved = with_added_fields(saved, saved.get("agent_name", TrainConfig.agent_name))
     requested = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
     for key, value in explicit.items():

@@ -113,6 +113,21 @@ def archive_records(paths, out) -> list[Path]:
     return sorted(plan)
 
 
+def read_run_config(run_dir: Path, missing: str = "is not a run directory") -> dict:
+    """The run's saved config.json as a dict. A missing, unreadable or damaged file is a named EvorError
+    (`missing` says what a missing one means to the caller), never a raw JSON traceback."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise EvorError(f"{run_dir} {missing} (no {CONFIG}).")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvorError(f"{path} is unreadable ({exc}); restore it, or move the run directory aside.") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("agent_name", ""), str):
+        raise EvorError(f"{path} is not a run's config (expected a JSON object with a string agent_name).")
+    return saved
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     """The logged rows, oldest first; a last line cut short by a crash is skipped, not an error."""
     path = Path(run_dir) / METRICS

@@ -55,10 +55,10 @@ from evor.data.dataset import load_task
 from evor.data.files import atomic_write_json
 from evor.data.generate import library_versions
 from evor.data.registry import parse_task_name
-from evor.errors import ConfigError, EvorError
+from evor.errors import ConfigError, EvorError, ResumeConflict
 from evor.evaluate import OGBenchEnv, compute_context, evaluate_policy, evaluation_seed
 from evor.progress import progress_bar
-from evor.rundir import claim, truncate_metrics, write_metrics
+from evor.rundir import claim, read_run_config, truncate_metrics, write_metrics
 
 _config_json = config_json  # older name, kept for callers
 
@@ -182,14 +182,12 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
 def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
     config_path = run_dir / "config.json"
     if resume:
-        if not config_path.exists():
-            raise EvorError(f"Cannot resume: {config_path} does not exist.")
+        saved = read_run_config(run_dir, missing="cannot be resumed: it is not a run directory")
         refuse_legacy(run_dir)
-        saved = with_added_fields(json.loads(config_path.read_text()), config.agent_name)
+        saved = with_added_fields(saved, config.agent_name)
         differences = resume_differences(saved, config_json(config))
         if differences:
-            raise EvorError(f"Cannot resume {run_dir}: its config.json differs from the requested config "
-                            f"({'; '.join(differences)}). Set the saved values explicitly (--set) to continue it.")
+            raise ResumeConflict(run_dir, differences, "Set the saved values explicitly (--set) to continue it.")
         reached = latest_checkpoint(run_dir)
         if reached is not None and checkpoint_step(reached) > config.total_steps:
             raise EvorError(f"Cannot resume {run_dir} to total_steps {config.total_steps}: it has already trained "
@@ -397,12 +395,8 @@ def _sidecar(config: TrainConfig) -> dict | None:
 
 def load_run_agent(run_dir: Path):
     """(config, agent) of a run directory, from config.json and versions.json; no checkpoint is read."""
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise EvorError(f"{run_dir} is not a run directory (no config.json).")
-    values = json.loads(config_path.read_text())
-    if isinstance(values, dict) and isinstance(values.get("agent_name", TrainConfig.agent_name), str):
-        values = with_added_fields(values, values.get("agent_name", TrainConfig.agent_name))
+    values = read_run_config(run_dir)
+    values = with_added_fields(values, values.get("agent_name", TrainConfig.agent_name))
     config = _build(TrainConfig, values, "training config")
     versions = json.loads((run_dir / "versions.json").read_text())
     train_data = versions["train_data"]
