@@ -27,7 +27,7 @@ from evor.data.files import atomic_write_json, try_lock
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
 from evor.interrupts import Terminated, sigterm_as_interrupt
-from evor.rundir import CELL_RESULT, CONFIG, claim, read_metrics, read_run_config
+from evor.rundir import CELL_RESULT, CONFIG, claim, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 RESULT_FILE = CELL_RESULT
@@ -61,12 +61,12 @@ class Cell:
         """Refuse a run directory that holds another method than the cell's: a label names the agent's
         defaults, and those change (before EVOR's default chunk became 5, 'evor' meant single-step EVOR,
         now 'evor1'), so a finished run under an old label must not be reused or reported as the new one."""
-        from evor.config import config_json, resume_differences, with_added_fields
+        from evor.config import config_json, resume_differences, saved_config
 
         if not (self.run_dir / CONFIG).exists():
             return
         expected = config_json(self.config())
-        saved = with_added_fields(read_run_config(self.run_dir), expected["agent_name"])
+        saved = saved_config(self.run_dir)
         differences = resume_differences({k: saved.get(k) for k in ("agent_name", "agent")},
                                          {k: expected[k] for k in ("agent_name", "agent")})
         if differences:

@@ -19,6 +19,7 @@ from evor.agents import AGENTS, get_agent_class
 from evor.agents.evor import InferenceSettings
 from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError
+from evor.rundir import read_run_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +208,13 @@ def with_added_fields(saved: dict, agent_name: str) -> dict:
     return out
 
 
+def saved_config(run_dir: str | os.PathLike, missing: str = "is not a run directory") -> dict:
+    """A run's config.json as today's code reads it: the fields added since it was written filled in with
+    the values that reproduce it (FIELDS_ADDED_LATER). Missing or damaged files are named errors."""
+    saved = read_run_config(Path(run_dir), missing)
+    return with_added_fields(saved, saved.get("agent_name", TrainConfig.agent_name))
+
+
 # Fields a resumed run may change. None of them alters what is learned up to a given step: the training
 # RNG chain is split once per `log_every` updates whatever they are, evaluation and validation keys are
 # off that chain, and `total_steps` only says where the loop stops. So a run continued to a larger
@@ -228,11 +236,8 @@ def resume_config(run_dir: str | os.PathLike, explicit: dict, preset: str | None
     gave on the resume command (nested `agent`/`inference` dicts allowed); any that differs from the saved
     value is refused by name, so `--resume` alone always continues the run as it was started. The schedule
     (SCHEDULE_FIELDS) may change: `--steps` extends a finished run."""
-    from evor.rundir import read_run_config
-
     run_dir = Path(run_dir).expanduser()
-    saved = read_run_config(run_dir, missing="cannot be resumed: it is not a run directory")
-    saved = with_added_fields(saved, saved.get("agent_name", TrainConfig.agent_name))
+    saved = saved_config(run_dir, missing="cannot be resumed: it is not a run directory")
     requested = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
     for key, value in explicit.items():
         if key in ("agent", "inference") and isinstance(value, dict):

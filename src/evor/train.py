@@ -49,6 +49,7 @@ from evor.config import (  # noqa: F401  (the config API, also reachable as evor
     make_config,
     resume_config,
     resume_differences,
+    saved_config,
     with_added_fields,
 )
 from evor.data.dataset import load_task
@@ -58,7 +59,7 @@ from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError, ResumeConflict
 from evor.evaluate import OGBenchEnv, compute_context, evaluate_policy, evaluation_seed
 from evor.progress import progress_bar
-from evor.rundir import claim, read_run_config, truncate_metrics, write_metrics
+from evor.rundir import claim, truncate_metrics, write_metrics
 
 _config_json = config_json  # older name, kept for callers
 
@@ -182,9 +183,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
 def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
     config_path = run_dir / "config.json"
     if resume:
-        saved = read_run_config(run_dir, missing="cannot be resumed: it is not a run directory")
+        saved = saved_config(run_dir, missing="cannot be resumed: it is not a run directory")
         refuse_legacy(run_dir)
-        saved = with_added_fields(saved, config.agent_name)
         differences = resume_differences(saved, config_json(config))
         if differences:
             raise ResumeConflict(run_dir, differences, "Set the saved values explicitly (--set) to continue it.")
@@ -395,9 +395,7 @@ def _sidecar(config: TrainConfig) -> dict | None:
 
 def load_run_agent(run_dir: Path):
     """(config, agent) of a run directory, from config.json and versions.json; no checkpoint is read."""
-    values = read_run_config(run_dir)
-    values = with_added_fields(values, values.get("agent_name", TrainConfig.agent_name))
-    config = _build(TrainConfig, values, "training config")
+    config = _build(TrainConfig, saved_config(run_dir), "training config")
     versions = json.loads((run_dir / "versions.json").read_text())
     train_data = versions["train_data"]
     agent = _agent_for(config, train_data["observation_dim"], train_data["action_dim"],
