@@ -11,6 +11,7 @@ import pytest
 
 from evor.agents.evor import EVORConfig, InferenceSettings
 from evor.errors import ConfigError, EvorError
+from evor.reproduce import diff_runs
 from evor.train import load_run, make_config, resume_config, train
 
 TASK = "cube-single-play-singletask-task1-v0"
@@ -34,6 +35,9 @@ def test_resumed_run_equals_the_uninterrupted_one(cube_single_data, tmp_path):
         np.testing.assert_array_equal(a, b)
     rows = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
+    # and `evor diff` says so from the two run directories' records alone
+    found = diff_runs(tmp_path / "split", tmp_path / "whole")
+    assert found.reproduces and found.compared["metrics"] > 0 and not found.only_one_side
 
 
 def test_a_finished_run_extended_to_more_steps_equals_one_trained_that_long(cube_single_data, tmp_path):
@@ -52,6 +56,12 @@ def test_a_finished_run_extended_to_more_steps_equals_one_trained_that_long(cube
     assert (saved["total_steps"], saved["eval_every"], saved["checkpoint_every"]) == (300, 300, 150)
     rows = [json.loads(line) for line in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300] and "eval_success_rate" in rows[-1]
+    # `evor diff` agrees: every value both logged is equal; the schedule and the extra evaluation are notes
+    found = diff_runs(tmp_path / "short", tmp_path / "long")
+    assert found.reproduces, found.differences
+    assert found.only_one_side == ["metrics: eval_return_mean missing from the record at step 300",
+                                   "metrics: eval_success_rate missing from the record at step 300"]
+    assert any(note.startswith("config checkpoint_every") for note in found.notes)
     # a run is extended, never cut back below what it has trained; anything else that differs is refused
     with pytest.raises(EvorError, match="already trained 300 steps.*extended, not shortened"):
         train(_config(cube_single_data, total_steps=250), tmp_path / "short", resume=True, show_progress=False)

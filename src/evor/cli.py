@@ -117,14 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        args.func(args)
+        code = args.func(args)  # commands that answer a question (evor diff) return their exit code
     except EvorError as exc:
         print(f"evor: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("evor: interrupted; files being written were not left behind.", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

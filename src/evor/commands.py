@@ -81,6 +81,13 @@ def add_commands(sub, int_list, float_list):
                                                  "argument, and records already there are updated")
     ar.set_defaults(func=cmd_archive)
 
+    df = sub.add_parser("diff", help="does a re-run reproduce a recorded run? Compares config, every logged "
+                                     "value and every shared evaluation episode by episode; exit 1 if any differ")
+    df.add_argument("run_dir", help="the re-run")
+    df.add_argument("record", help="the run (or its archived record, e.g. under docs/run-records) it should match")
+    df.add_argument("--limit", type=int, default=20, help="differences printed per kind (default 20)")
+    df.set_defaults(func=cmd_diff)
+
     bn = sub.add_parser("bench", help="run a study (suite of tasks x agents x seeds): skips finished cells, "
                                       "resumes partial ones, then writes the report")
     bn.add_argument("suite", help="a suite name (quick, manipulation) or a suite .json file")
@@ -368,6 +375,14 @@ def cmd_archive(args):
 
     archived = archive_records(args.paths, args.out)
     print(f"{len(archived)} run records in {args.out}; `evor report {args.out}` reads them")
+
+
+def cmd_diff(args) -> int:
+    from evor.reproduce import diff_runs, format_diff
+
+    found = diff_runs(args.run_dir, args.record)
+    print(format_diff(args.run_dir, args.record, found, args.limit))
+    return 0 if found.reproduces else 1
 
 
 def cmd_bench(args):

@@ -1,0 +1,118 @@
+"""`evor diff`: a re-run is compared with its record value by value; any difference, and only a
+difference in what the run learnt or scored, makes it "does not reproduce"."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from evor.config import config_json, make_config
+from evor.errors import EvorError
+from evor.reproduce import diff_runs
+
+TASK = "cube-single-play-singletask-task1-v0"
+
+
+def _write_run(path, seed=0, total_steps=1000, loss_at_1000=0.25, returns=None, seconds=12.0, settings=None):
+    """A run directory as training and `evor bench` write it: config, metrics, a cell result, a sweep."""
+    path.mkdir(parents=True)
+    config = config_json(make_config("tiny", task=TASK, seed=seed, total_steps=total_steps))
+    (path / "config.json").write_text(json.dumps(config))
+    rows = [{"step": s, "actor_loss": 1.0 / s, "steps_per_second": 100.0 + s} for s in range(500, total_steps + 1, 500)]
+    rows[1]["actor_loss"] = loss_at_1000
+    rows[1]["eval_success_rate"] = 0.5
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    returns = returns or [-10.0 * i for i in range(50)]
+    result = {"step": 1000, "episodes": 50, "success_rate": 0.5, "per_episode_return": returns,
+              "per_episode_success": [i % 2 for i in range(50)], "seconds": seconds, "ms_per_env_step": seconds / 10,
+              "workers": 2, "compute": {"backend": "cpu", "cpu_cores": int(seconds)}}
+    (path / "compare_eval.json").write_text(json.dumps(result))
+    sweep = [{**result, "settings": {"num_candidates": n, **(settings or {})}, "seed": 20000, "single_action_ms": seconds * n}
+             for n in (1, 4)]
+    (path / "sweep.json").write_text(json.dumps({"results": sweep}))
+    (path / "versions.json").write_text(json.dumps({"versions": {"jax": "0.10.2", "evor_source": str(seconds)}}))
+    return path
+
+
+def test_an_identical_rerun_reproduces_whatever_its_timings(tmp_path):
+    run = _write_run(tmp_path / "run", seconds=12.0)
+    record = _write_run(tmp_path / "record", seconds=99.0)  # other timings, workers' machine and commit
+    found = diff_runs(run, record)
+    assert found.reproduces and not found.differences and not found.notes
+    # 2 logged rows x (actor_loss, step) + eval_success_rate; the cell result and two sweep results
+    assert found.compared["metrics"] == 5
+    assert found.compared["compare_eval.json"] > 0 and found.compared["sweep.json"] > 0
+
+
+def test_one_changed_loss_or_episode_is_named(tmp_path):
+    record = _write_run(tmp_path / "record")
+    found = diff_runs(_write_run(tmp_path / "loss", loss_at_1000=0.2500001), record)
+    assert not found.reproduces
+    assert found.differences == ["metrics at step 1000: actor_loss: 0.2500001 here, 0.25 in the record"]
+    returns = [-10.0 * i for i in range(50)]
+    returns[7] = -71.0
+    found = diff_runs(_write_run(tmp_path / "episode", returns=returns), record)
+    assert not found.reproduces
+    assert "compare_eval.json: 49 of 50 episodes have the same return" in found.differences
+    assert "sweep.json (num_candidates 4): 49 of 50 episodes have the same return" in found.differences
+
+
+def test_a_setting_that_changes_learning_differs_but_the_schedule_is_a_note(tmp_path):
+    record = _write_run(tmp_path / "record")
+    found = diff_runs(_write_run(tmp_path / "seed1", seed=1), record)
+    assert found.differences == ["config seed: 1 here, 0 in the record"]
+    # A run continued past its record compares on the steps both logged, and says what only it has.
+    longer = diff_runs(_write_run(tmp_path / "longer", total_steps=2000), record)
+    assert longer.reproduces
+    assert longer.only_one_side == ["metrics: nothing logged in the record at 2 steps (1500 ... 2000)"]
+    assert any(note.startswith("config total_steps: 2000 here, 1000") for note in longer.notes)
+
+
+def test_an_older_records_settings_read_with_the_fields_added_since(tmp_path):
+    # A sweep written before `tilt` existed ran with what is now tilt="exact": the same evaluation.
+    record = _write_run(tmp_path / "record")
+    found = diff_runs(_write_run(tmp_path / "exact", settings={"tilt": "exact"}), record)
+    assert found.reproduces and not found.only_one_side
+    # Another tilt is another evaluation: nothing of the sweep is compared, both sides are listed.
+    found = diff_runs(_write_run(tmp_path / "sampled", settings={"tilt": "sampled"}), record)
+    assert found.reproduces and "sweep.json" not in found.compared
+    assert len([x for x in found.only_one_side if x.startswith("sweep.json: missing from")]) == 4
+
+
+def test_a_library_version_difference_is_a_note(tmp_path):
+    record = _write_run(tmp_path / "record")
+    run = _write_run(tmp_path / "run")
+    (run / "versions.json").write_text(json.dumps({"versions": {"jax": "0.11.0"}}))
+    found = diff_runs(run, record)
+    assert found.reproduces and found.notes == ['versions.jax: "0.11.0" here, "0.10.2" in the record']
+
+
+def test_damaged_files_are_named_errors(tmp_path):
+    record = _write_run(tmp_path / "record")
+    run = _write_run(tmp_path / "run")
+    (run / "sweep.json").write_text("{not json")
+    with pytest.raises(EvorError, match="sweep.json is unreadable"):
+        diff_runs(run, record)
+    with pytest.raises(EvorError, match="not a run directory"):
+        diff_runs(tmp_path / "nothing", record)
+
+
+def test_cli_exit_codes(tmp_path):
+    record = _write_run(tmp_path / "record")
+    same = _write_run(tmp_path / "same")
+    other = _write_run(tmp_path / "other", loss_at_1000=0.3)
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "evor.cli", "diff", *map(str, args)], capture_output=True,
+                              text=True, timeout=120)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    code, out, _ = cli(same, record)
+    assert code == 0 and "reproduces" in out
+    code, out, _ = cli(other, record)
+    assert code == 1 and "does not reproduce" in out and "actor_loss: 0.3 here" in out
+    shutil.rmtree(tmp_path / "same")
+    code, _, err = cli(same, record)
+    assert code == 2 and "not a run directory" in err and "Traceback" not in err
