@@ -81,6 +81,23 @@ def test_an_older_records_settings_read_with_the_fields_added_since(tmp_path):
     assert len([x for x in found.only_one_side if x.startswith("sweep.json: missing from")]) == 4
 
 
+def test_a_cell_trained_longer_compares_its_kept_earlier_score(tmp_path):
+    # `evor bench` renames a cell's 1000-step result to compare_eval_step1000.json when the suite trains
+    # it on to 2000: that kept score is compared with the record's final one, episode by episode.
+    record = _write_run(tmp_path / "record")
+    longer = _write_run(tmp_path / "longer", total_steps=2000)
+    (longer / "compare_eval.json").rename(longer / "compare_eval_step1000.json")
+    (longer / "compare_eval.json").write_text(json.dumps({"step": 2000, "episodes": 50, "success_rate": 1.0}))
+    found = diff_runs(longer, record)
+    assert found.reproduces and found.compared["compare_eval.json"] > 100  # 2 x 50 episodes and the summaries
+    assert "compare_eval.json: missing from the record: step 2000" in found.only_one_side
+    returns = [-10.0 * i for i in range(50)]
+    returns[0] = -1.0
+    (longer / "compare_eval_step1000.json").write_text(json.dumps({**json.loads(
+        (record / "compare_eval.json").read_text()), "per_episode_return": returns}))
+    assert "compare_eval.json (step 1000): 49 of 50 episodes have the same return" in diff_runs(longer, record).differences
+
+
 def test_a_library_version_difference_is_a_note(tmp_path):
     record = _write_run(tmp_path / "record")
     run = _write_run(tmp_path / "run")

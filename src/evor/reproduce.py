@@ -68,9 +68,10 @@ def diff_runs(run: Path, record: Path) -> RunDiff:
             found.notes.append(f"config {key}: {_show(ours.get(key, ABSENT))} here, {_show(theirs.get(key, ABSENT))} in the "
                                "record (a schedule field: compared on the steps both have)")
     _diff_metrics(run, record, found)
+    names = (ours.get("agent_name", TrainConfig.agent_name), theirs.get("agent_name", TrainConfig.agent_name))
     for name in (CELL_RESULT, *EVALUATION_FILES):
-        _diff_evaluations(name, _evaluations(run / name, ours.get("agent_name", TrainConfig.agent_name)),
-                          _evaluations(record / name, theirs.get("agent_name", TrainConfig.agent_name)), found)
+        _diff_evaluations(name, *(_evaluations(_result_files(path, name), agent)
+                                  for path, agent in zip((run, record), names)), found)
     _version_notes(run, record, found)
     return found
 
@@ -131,12 +132,24 @@ def _steps(steps: list[int]) -> str:
     return f"step {steps[0]}" if len(steps) == 1 else f"{len(steps)} steps ({steps[0]} ... {steps[-1]})"
 
 
-def _evaluations(path: Path, agent_name: str) -> dict:
-    """An evaluation file's results by what they evaluated: {identity: result}. A cell result is one
-    result; sweep and eval files hold a list, identified by step, settings, reset seed and episodes. An
-    older file's settings get the inference fields added since, as its config does (FIELDS_ADDED_LATER)."""
-    if not path.exists():
-        return {}
+def _result_files(run_dir: Path, name: str) -> list[Path]:
+    """The files holding `name`'s results. A study cell trained longer keeps its earlier score beside the
+    new one as compare_eval_stepN.json (evor.bench.run_cell), so a run continued past its record still
+    compares the record's final evaluation."""
+    files = [run_dir / name] if (run_dir / name).exists() else []
+    if name == CELL_RESULT:
+        files += sorted(run_dir.glob(f"{Path(name).stem}_step*{Path(name).suffix}"))
+    return files
+
+
+def _evaluations(paths: list[Path], agent_name: str) -> dict:
+    """Evaluation files' results by what they evaluated: {identity: result}. A cell result is one result;
+    sweep and eval files hold a list, identified by step, settings, reset seed and episodes. An older
+    file's settings get the inference fields added since, as its config does (FIELDS_ADDED_LATER)."""
+    return {identity: result for path in paths for identity, result in _read_evaluations(path, agent_name).items()}
+
+
+def _read_evaluations(path: Path, agent_name: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
