@@ -25,6 +25,8 @@ def run_cli(*args, timeout=120):
     (["train", "--seed", "1", "--seeds", "0,1"], "either --seed or --seeds"),
     (["train", "--seeds", "1,1"], "Seeds must be distinct"),
     (["eval", "/nonexistent/run"], "not a run directory"),
+    (["diff", "/nonexistent/run", "/nonexistent/record"], "not a run directory"),
+    (["diff", "/nonexistent/run", "/nonexistent/record", "--limit", "0"], "--limit must be at least 1"),
     (["train", "--task", "cube-single-play-singletask-task9-v0"], "Unknown task number 9"),
     (["train", "--task", "tetris-play-singletask-task1-v0"], "is not a dataset of an OGBench environment"),
     (["train", "--task", "cube-nonuple-play-singletask-task1-v0"], "Unknown dataset 'cube-nonuple-play-v0'"),

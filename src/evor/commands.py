@@ -380,6 +380,8 @@ def cmd_archive(args):
 def cmd_diff(args) -> int:
     from evor.reproduce import diff_runs, format_diff
 
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}.")
     found = diff_runs(args.run_dir, args.record)
     print(format_diff(args.run_dir, args.record, found, args.limit))
     return 0 if found.reproduces else 1
