@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evor.config import SCHEDULE_FIELDS, TrainConfig, saved_config, with_added_fields
-from evor.errors import EvorError
-from evor.rundir import CELL_RESULT, EVALUATION_FILES, VERSIONS, read_metrics
+from evor.rundir import CELL_RESULT, EVALUATION_FILES, VERSIONS, read_metrics, read_results
 
 # What a run's outcome up to a step does not depend on: where its data lay, its schedule, and how fast
 # it ran on which machine.
@@ -150,17 +149,8 @@ def _evaluations(paths: list[Path], agent_name: str) -> dict:
 
 
 def _read_evaluations(path: Path, agent_name: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvorError(f"{path} is unreadable ({exc}).") from None
-    if not isinstance(data, dict):
-        raise EvorError(f"{path} is not an evaluation file (expected a JSON object).")
-    results = data.get("results", [data])
-    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-        raise EvorError(f"{path} is not an evaluation file (its results are not a list of objects).")
     results = [{**r, "settings": with_added_fields({"inference": r["settings"]}, agent_name)["inference"]}
-               if isinstance(r.get("settings"), dict) else r for r in results]
+               if isinstance(r.get("settings"), dict) else r for r in read_results(path)]
     return {_identity(r): r for r in results}
 
 

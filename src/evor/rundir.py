@@ -144,6 +144,21 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
+def read_results(path: Path) -> list[dict]:
+    """The results in an evaluation file: a cell result (CELL_RESULT) is one, sweep.json and eval.json hold
+    a 'results' list. An unreadable or misshapen file is a named EvorError."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvorError(f"{path} is unreadable ({exc}).") from None
+    if not isinstance(data, dict):
+        raise EvorError(f"{path} is not an evaluation file (expected a JSON object).")
+    results = data.get("results", [data])
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise EvorError(f"{path} is not an evaluation file (its results are not a list of objects).")
+    return results
+
+
 EVAL_COLUMNS = ["eval_success_rate", "eval_return_mean"]
 
 
