@@ -30,6 +30,7 @@ import evor  # noqa: F401  (sets MUJOCO_GL before ogbench is imported)
 from evor.data.files import atomic_write_json, atomic_write_npz, default_data_dir
 from evor.data.registry import DatasetRecipe, get_recipe, make_env
 from evor.errors import DataError
+from evor.interrupts import interrupts_deferred
 from evor.progress import progress_bar
 
 GENERATOR_VERSION = "1"
@@ -52,14 +53,18 @@ class _EpisodeRunner:
         kwargs = dict(terminate_at_goal=False, max_episode_steps=recipe.episode_steps)
         if recipe.family != "pointmaze":
             kwargs["mode"] = "data_collection"
-        self.env = make_env(recipe.env_name, **kwargs)
-        self.has_buttons = False
-        if recipe.family == "pointmaze":
-            self._init_maze_cells()
-        else:
-            self._init_oracles()
-            self.env.reset(seed=0)
-            self.has_buttons = hasattr(self.env.unwrapped, "_cur_button_states")
+        # Ctrl-C held for the whole start-up, not only make_env's: the oracles import SciPy, whose
+        # compiled modules turn an interrupt during their initialisation into "ImportError:
+        # initialization failed" (seen in CI with SIGINT 1.5 s after launch; evor/interrupts.py).
+        with interrupts_deferred():
+            self.env = make_env(recipe.env_name, **kwargs)
+            self.has_buttons = False
+            if recipe.family == "pointmaze":
+                self._init_maze_cells()
+            else:
+                self._init_oracles()
+                self.env.reset(seed=0)
+                self.has_buttons = hasattr(self.env.unwrapped, "_cur_button_states")
 
     # Manipulation: the plan (non-Markovian) oracles, one per kind of sub-task.
     def _init_oracles(self):
