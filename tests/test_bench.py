@@ -236,7 +236,7 @@ def test_a_cell_refuses_a_run_directory_of_another_method(tmp_path):
     saved = config_json(old.config())
     del saved["agent"]["horizon"]  # as written before the field existed: it means 1
     (new.run_dir / "config.json").write_text(json.dumps(saved))
-    (new.run_dir / "compare_eval.json").write_text(json.dumps({"step": old.config().total_steps}))
+    (new.run_dir / "compare_eval.json").write_text(json.dumps({"step": old.config().total_steps, "success_rate": 0.5}))
     with pytest.raises(ConfigError, match=r"another method than 'evor' \(agent.horizon: saved 1, requested 5\)"):
         new.done()
     (new.run_dir / "config.json").write_text(json.dumps(config_json(new.config())))

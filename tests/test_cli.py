@@ -231,10 +231,14 @@ def test_sweeps_writing_one_file_at_once_keep_each_others_results(tiny_run, tmp_
     assert [r["success_rate"] for r in results] == [0.5, 1.0, 0.5, 1.0]  # its own two results, in between
 
 
-def test_sweep_rejects_a_damaged_results_file(tiny_run, tmp_path):
-    (tmp_path / "sweep.json").write_text("{not json")
+@pytest.mark.parametrize("text", ["{not json", '{"task": "cube-single", "seed": 0}', '{"results": {"a": 1}}', "[1, 2]"])
+def test_sweep_rejects_a_file_that_is_not_results_and_leaves_it(tiny_run, tmp_path, text):
+    # Damaged JSON, or a JSON file of another kind (a config given as --out by mistake): named, and not
+    # written over with results.
+    (tmp_path / "sweep.json").write_text(text)
     code, _, err = run_cli("sweep", str(tiny_run), "--episodes", "1", "--out", str(tmp_path / "sweep.json"))
     assert code == 2 and "not a results file" in err and "Traceback" not in err
+    assert (tmp_path / "sweep.json").read_text() == text
 
 
 def test_diagnose_scores_the_return_distribution_of_a_run(tiny_run, tmp_path):

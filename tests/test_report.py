@@ -345,3 +345,15 @@ def test_archived_records_give_the_same_report_without_checkpoints(runs, tmp_pat
     assert not (tmp_path / "archive2").exists()
     with pytest.raises(EvorError, match="may not overlap"):
         archive_records([other], other / "inside")
+
+
+@pytest.mark.parametrize("name, text", [("compare_eval.json", "{not json"), ("compare_eval.json", '{"results": [{}, {}]}'),
+                                        ("sweep.json", '{"results": 3}'), ("sweep.json", '{"task": "x"}')])
+def test_a_damaged_evaluation_file_is_named_not_a_traceback_and_no_report_is_half_written(runs, tmp_path, name, text):
+    from evor.errors import EvorError
+
+    run = next(p for p in tmp_path.rglob("config.json")).parent
+    (run / name).write_text(text)
+    with pytest.raises(EvorError, match=f"{name} (is unreadable|is not a results file|holds 2 results)"):
+        write_report([tmp_path], tmp_path / "report")
+    assert not (tmp_path / "report").exists()

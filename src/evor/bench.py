@@ -27,7 +27,7 @@ from evor.data.files import atomic_write_json, try_lock
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
 from evor.interrupts import Terminated, sigterm_as_interrupt
-from evor.rundir import CELL_RESULT, CONFIG, claim, read_metrics
+from evor.rundir import CELL_RESULT, CONFIG, claim, read_cell_result, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 RESULT_FILE = CELL_RESULT
@@ -82,7 +82,7 @@ class Cell:
         path = self.run_dir / RESULT_FILE
         if not path.exists():
             return False
-        step = json.loads(path.read_text()).get("step")
+        step = read_cell_result(path).get("step")
         return step is None or step == self.config().total_steps
 
     def to_json(self) -> str:
@@ -188,7 +188,7 @@ def run_cell(cell: Cell) -> dict:
     run_dir = cell.run_dir
     with claim(run_dir):  # the whole cell: its training and its final evaluation
         earlier = run_dir / RESULT_FILE
-        step = json.loads(earlier.read_text()).get("step") if earlier.exists() else None
+        step = read_cell_result(earlier).get("step") if earlier.exists() else None
         if step is not None and step != config.total_steps:  # the suite now trains this run longer: keep the shorter score
             earlier.rename(run_dir / f"{earlier.stem}_step{step}{earlier.suffix}")
         done = latest_checkpoint(run_dir)
@@ -204,7 +204,7 @@ def run_cell(cell: Cell) -> dict:
 def cell_summary(cell: Cell) -> dict:
     import numpy as np
 
-    result = json.loads((cell.run_dir / RESULT_FILE).read_text())
+    result = read_cell_result(cell.run_dir / RESULT_FILE)
     rows = read_metrics(cell.run_dir)
     rate = float(np.median([r["steps_per_second"] for r in rows[1:]] or [rows[0]["steps_per_second"]]))
     return {"task": cell.task, "agent": cell.label, "seed": cell.seed, "success_rate": result["success_rate"],

@@ -31,7 +31,16 @@ import numpy as np
 
 from evor.data.files import atomic_path, atomic_write_json, atomic_write_text
 from evor.errors import EvorError
-from evor.rundir import CELL_RESULT, CONFIG, DIAGNOSTICS, EVALUATION_FILES, find_runs, read_metrics
+from evor.rundir import (
+    CELL_RESULT,
+    CONFIG,
+    DIAGNOSTICS,
+    EVALUATION_FILES,
+    find_runs,
+    read_cell_result,
+    read_metrics,
+    read_results,
+)
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -185,8 +194,8 @@ def read_run(path: Path) -> RunRecord:
     sweep = []
     for name in EVALUATION_FILES:
         if (path / name).exists():
-            sweep += _read_json(path / name).get("results", [])
-    result = _read_json(path / CELL_RESULT) if (path / CELL_RESULT).exists() else None
+            sweep += read_results(path / name)
+    result = read_cell_result(path / CELL_RESULT) if (path / CELL_RESULT).exists() else None
     if result is not None and result.get("step", config["total_steps"]) == config["total_steps"]:
         final, source = result["success_rate"], f"{CELL_RESULT} ({result['episodes']} episodes)"
     else:  # no cell result, or one of a run since extended to more steps

@@ -145,18 +145,31 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def read_results(path: Path) -> list[dict]:
-    """The results in an evaluation file: a cell result (CELL_RESULT) is one, sweep.json and eval.json hold
-    a 'results' list. An unreadable or misshapen file is a named EvorError."""
+    """The results in an evaluation file: sweep.json and eval.json hold a 'results' list, a cell result
+    (CELL_RESULT) is one result. Anything else (unreadable, or JSON of another shape, such as a config
+    handed to `evor sweep --out`) is a named EvorError, so that no caller mistakes it for results or
+    writes over it."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvorError(f"{path} is unreadable ({exc}).") from None
-    if not isinstance(data, dict):
-        raise EvorError(f"{path} is not an evaluation file (expected a JSON object).")
-    results = data.get("results", [data])
+        raise EvorError(f"{path} is unreadable, not a results file written by evor ({exc}).") from None
+    if isinstance(data, dict) and "results" in data:
+        results = data["results"]
+    elif isinstance(data, dict) and "success_rate" in data:
+        results = [data]
+    else:
+        raise EvorError(f"{path} is not a results file written by evor (no 'results' list and not a cell result).")
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-        raise EvorError(f"{path} is not an evaluation file (its results are not a list of objects).")
+        raise EvorError(f"{path} is not a results file written by evor (its results are not a list of objects).")
     return results
+
+
+def read_cell_result(path: Path) -> dict:
+    """A study cell's final evaluation (CELL_RESULT): one result, read by `read_results`'s rules."""
+    results = read_results(path)
+    if len(results) != 1:
+        raise EvorError(f"{path} holds {len(results)} results, not one cell result.")
+    return results[0]
 
 
 EVAL_COLUMNS = ["eval_success_rate", "eval_return_mean"]

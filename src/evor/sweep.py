@@ -24,7 +24,7 @@ import numpy as np
 
 from evor.config import FIELDS_ADDED_LATER
 from evor.data.files import atomic_write_json
-from evor.errors import EvorError
+from evor.rundir import read_results
 
 # Inference settings added after results files existed, each with the value that reproduces the behaviour
 # from before it existed (evor.config.FIELDS_ADDED_LATER, the one list). At that value a field is left out
@@ -62,12 +62,8 @@ def grid_settings(run, grids: dict[str, list], fixed: dict) -> list:
 
 
 def load_results(out: Path) -> list[dict]:
-    if not out.exists():
-        return []
-    try:
-        return json.loads(out.read_text())["results"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise EvorError(f"{out}: not a results file written by evor (unreadable JSON or no 'results').") from None
+    """The results already in `out`, none when it does not exist yet."""
+    return read_results(out) if out.exists() else []
 
 
 def sweep(run, grids: dict[str, list], fixed: dict, episodes: int, seed: int, out: Path,
