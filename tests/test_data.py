@@ -206,6 +206,34 @@ def test_interrupted_generation_subprocess_leaves_nothing_behind(tmp_path, delay
         assert b"the same command resumes" in err, err
 
 
+def test_an_interrupt_while_the_episode_runner_starts_is_held_until_its_start_up_ends(monkeypatch):
+    # The plan oracles import SciPy after the environment is built; a Ctrl-C inside a compiled module's
+    # initialisation surfaced as "ImportError: initialization failed" (CI, SIGINT 1.5 s after launch).
+    # Here the Ctrl-C comes just before the oracles are set up: it must wait for the whole start-up.
+    import os
+    import signal
+    import time
+
+    set_up = []
+    init_oracles = generate_module._EpisodeRunner._init_oracles
+
+    def interrupted_init_oracles(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(50):  # Python runs signal handlers between bytecodes of the main thread
+            time.sleep(0.001)
+        init_oracles(self)
+        set_up.append(True)
+
+    monkeypatch.setattr(generate_module._EpisodeRunner, "_init_oracles", interrupted_init_oracles)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # CI may start us with SIGINT ignored
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            generate_module._EpisodeRunner(RECIPES["cube-single-play-v0"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert set_up == [True]
+
+
 _RECORD_EPISODE = generate_module._EpisodeRunner.run
 
 
