@@ -297,6 +297,20 @@ def test_a_long_run_without_periodic_evaluations_is_scored_by_its_last_three_eva
     assert "published_mean" not in summary["per_task"][0] and summary["checkpoints"][0]["last_three"] is None
 
 
+def test_a_continued_cells_kept_earlier_score_is_one_of_its_checkpoint_scores(tmp_path):
+    # A study cell trained on from 500 to 1000 steps keeps its 500-step cell result as
+    # compare_eval_step500.json: the report counts it as that checkpoint's score, and not as the final.
+    path = _fake_run(tmp_path, "scene-play-singletask-task2-v0", "evor", 0, None, [])
+    (path / "compare_eval_step500.json").write_text(json.dumps({"success_rate": 0.02, "episodes": 50, "step": 500}))
+    (path / "compare_eval.json").write_text(json.dumps({"success_rate": 0.3, "episodes": 50, "step": 1000}))
+    (path / "eval.json").write_text(json.dumps({"results": [{"settings": {}, "step": 750, "episodes": 50,
+                                                             "success_rate": 0.1}]}))
+    summary = write_report([tmp_path], tmp_path / "report")
+    assert [(c["step"], c["success"]) for c in summary["checkpoints"][0]["scores"]] == [(500, 0.02), (750, 0.1), (1000, 0.3)]
+    assert summary["per_task"][0]["final_mean"] == pytest.approx(0.3)
+    assert summary["per_task"][0]["published_mean"] == pytest.approx((0.02 + 0.1 + 0.3) / 3)
+
+
 def test_the_quickstarts_own_evaluation_is_read_by_the_report(tmp_path):
     # `evor quickstart` writes quickstart_eval.json (N = 1, 8, 32 at the default M): the report shows the
     # N curve from it and takes the default setting (N = 32) as the final score

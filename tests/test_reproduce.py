@@ -98,6 +98,24 @@ def test_a_cell_trained_longer_compares_its_kept_earlier_score(tmp_path):
     assert "compare_eval.json (step 1000): 49 of 50 episodes have the same return" in diff_runs(longer, record).differences
 
 
+def test_an_archived_continued_cell_keeps_its_earlier_score_and_reproduces_its_run(tmp_path):
+    # `evor archive` copies the kept compare_eval_stepN.json with the record files (not checkpoints), so a
+    # continued cell's record still holds its shorter score, and the run compares equal to its archive.
+    from evor.rundir import archive_records
+
+    run = _write_run(tmp_path / "run" / "seed0", total_steps=2000)
+    (run / "compare_eval.json").rename(run / "compare_eval_step1000.json")
+    (run / "compare_eval.json").write_text(json.dumps({"step": 2000, "episodes": 50, "success_rate": 1.0}))
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step_00002000.ckpt").write_bytes(b"weights")
+    archive_records([tmp_path / "run"], tmp_path / "archive")
+    kept = sorted(p.name for p in (tmp_path / "archive" / "seed0").iterdir())
+    assert kept == ["compare_eval.json", "compare_eval_step1000.json", "config.json", "metrics.jsonl", "sweep.json",
+                    "versions.json"]
+    found = diff_runs(run, tmp_path / "archive" / "seed0")
+    assert found.reproduces and not found.only_one_side and found.compared["compare_eval.json"] > 100
+
+
 def test_a_library_version_difference_is_a_note(tmp_path):
     record = _write_run(tmp_path / "record")
     run = _write_run(tmp_path / "run")

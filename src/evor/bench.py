@@ -27,7 +27,7 @@ from evor.data.files import atomic_write_json, try_lock
 from evor.errors import ConfigError, EvorError
 from evor.evaluate import evaluation_seed
 from evor.interrupts import Terminated, sigterm_as_interrupt
-from evor.rundir import CELL_RESULT, CONFIG, claim, read_cell_result, read_metrics
+from evor.rundir import CELL_RESULT, CONFIG, claim, kept_cell_result, read_cell_result, read_metrics
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 RESULT_FILE = CELL_RESULT
@@ -190,7 +190,7 @@ def run_cell(cell: Cell) -> dict:
         earlier = run_dir / RESULT_FILE
         step = read_cell_result(earlier).get("step") if earlier.exists() else None
         if step is not None and step != config.total_steps:  # the suite now trains this run longer: keep the shorter score
-            earlier.rename(run_dir / f"{earlier.stem}_step{step}{earlier.suffix}")
+            earlier.rename(kept_cell_result(run_dir, step))
         done = latest_checkpoint(run_dir)
         if done is None or checkpoint_step(done) != config.total_steps:
             train(config, run_dir, resume=done is not None, show_progress=False)

@@ -37,6 +37,7 @@ from evor.rundir import (
     DIAGNOSTICS,
     EVALUATION_FILES,
     find_runs,
+    kept_cell_results,
     read_cell_result,
     read_metrics,
     read_results,
@@ -207,7 +208,8 @@ def read_run(path: Path) -> RunRecord:
         elif curve and curve[-1][0] == config["total_steps"]:
             final, source = curve[-1][1], "last periodic evaluation"
     diagnostics = _read_json(path / DIAGNOSTICS) if (path / DIAGNOSTICS).exists() else None
-    scores = checkpoint_scores(sweep + ([result] if result is not None and "step" in result else []), defaults)
+    kept = [read_cell_result(p) for p in kept_cell_results(path)]  # a continued cell's earlier final scores
+    scores = checkpoint_scores(sweep + kept + ([result] if result is not None and "step" in result else []), defaults)
     checkpoints_last_three = (float(np.mean([s for _, s, _ in scores[-3:]]))
                               if len(scores) >= 3 and scores[-1][0] == config["total_steps"] else None)
     published = (float(np.mean([s for _, s in curve[-3:]]))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evor.config import SCHEDULE_FIELDS, TrainConfig, saved_config, with_added_fields
-from evor.rundir import CELL_RESULT, EVALUATION_FILES, VERSIONS, read_metrics, read_results
+from evor.rundir import CELL_RESULT, EVALUATION_FILES, VERSIONS, kept_cell_results, read_metrics, read_results
 
 # What a run's outcome up to a step does not depend on: where its data lay, its schedule, and how fast
 # it ran on which machine.
@@ -133,11 +133,11 @@ def _steps(steps: list[int]) -> str:
 
 def _result_files(run_dir: Path, name: str) -> list[Path]:
     """The files holding `name`'s results. A study cell trained longer keeps its earlier score beside the
-    new one as compare_eval_stepN.json (evor.bench.run_cell), so a run continued past its record still
-    compares the record's final evaluation."""
+    new one (rundir.kept_cell_result), so a run continued past its record still compares the record's
+    final evaluation."""
     files = [run_dir / name] if (run_dir / name).exists() else []
     if name == CELL_RESULT:
-        files += sorted(run_dir.glob(f"{Path(name).stem}_step*{Path(name).suffix}"))
+        files += kept_cell_results(run_dir)
     return files
 
 

@@ -7,6 +7,8 @@
   checkpoints/       step_XXXXXXXX.ckpt (evor.checkpoints)
   sweep.json, eval.json, quickstart_eval.json   evaluation results (evor.sweep), read by evor report
   compare_eval.json  a study cell's final evaluation (evor.bench)
+  compare_eval_step30000.json   an earlier final evaluation, kept when a study trained the cell on
+                     to more steps (`kept_cell_result`)
   diagnostics.json   `evor diagnose`
   .in-use            held (flock) by the process training the run or running its study cell, so a second
                      one refuses instead of resuming the same checkpoints beside it (`claim`)
@@ -21,6 +23,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 from evor.data.files import atomic_path, try_lock
@@ -87,6 +90,21 @@ def find_runs(paths) -> list[Path]:
     return sorted(set(found))
 
 
+def kept_cell_result(run_dir: Path, step: int) -> Path:
+    """Where a cell result of `step` is kept when its study trains the run on to more steps (the new
+    final evaluation takes CELL_RESULT's name)."""
+    stem, suffix = os.path.splitext(CELL_RESULT)
+    return Path(run_dir) / f"{stem}_step{step}{suffix}"
+
+
+def kept_cell_results(run_dir: Path) -> list[Path]:
+    """The run's kept earlier cell results (`kept_cell_result`), by step."""
+    stem, suffix = os.path.splitext(CELL_RESULT)
+    name = re.compile(rf"{re.escape(stem)}_step(\d+){re.escape(suffix)}")
+    found = [(int(match[1]), p) for p in Path(run_dir).glob(f"{stem}_step*{suffix}") if (match := name.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
 def archive_records(paths, out) -> list[Path]:
     """Copy the record files of every run under `paths` to `out`, each run at its path relative to the
     argument it was found under (a run given directly keeps its own name). Checkpoints stay behind.
@@ -106,10 +124,10 @@ def archive_records(paths, out) -> list[Path]:
             plan[target] = run
     for target, run in plan.items():
         target.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
-            if (run / name).exists():
-                with atomic_path(target / name) as tmp:
-                    Path(tmp).write_bytes((run / name).read_bytes())
+        for source in [run / name for name in RECORD_FILES] + kept_cell_results(run):
+            if source.exists():
+                with atomic_path(target / source.name) as tmp:
+                    Path(tmp).write_bytes(source.read_bytes())
     return sorted(plan)
 
 
