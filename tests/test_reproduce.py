@@ -57,6 +57,16 @@ def test_one_changed_loss_or_episode_is_named(tmp_path):
     assert not found.reproduces
     assert "compare_eval.json: 49 of 50 episodes have the same return" in found.differences
     assert "sweep.json (num_candidates 4): 49 of 50 episodes have the same return" in found.differences
+    assert not any("McNemar" in d for d in found.differences)  # the same episodes solved: no success gap
+    run = _write_run(tmp_path / "success")
+    result = json.loads((run / "compare_eval.json").read_text())
+    result["per_episode_success"][0] = 1  # a failure in the record (it solved the odd episodes, 25 of 50)
+    result["success_rate"] = 26 / 50
+    (run / "compare_eval.json").write_text(json.dumps(result))
+    found = diff_runs(run, record)
+    assert "compare_eval.json: 49 of 50 episodes have the same success" in found.differences
+    assert ("compare_eval.json: solved 26 of 50 here, 25 in the record; 1 solved here only, 0 in the record only "
+            "(exact McNemar test on the same episodes: p = 1)") in found.differences
 
 
 def test_a_setting_that_changes_learning_differs_but_the_schedule_is_a_note(tmp_path):
@@ -114,6 +124,25 @@ def test_an_archived_continued_cell_keeps_its_earlier_score_and_reproduces_its_r
                     "versions.json"]
     found = diff_runs(run, tmp_path / "archive" / "seed0")
     assert found.reproduces and not found.only_one_side and found.compared["compare_eval.json"] > 100
+
+
+@pytest.mark.parametrize("only_here, only_there", [(0, 6), (1, 1), (2, 9), (5, 0), (12, 20), (0, 0)])
+def test_the_success_gap_is_an_exact_mcnemar_test(only_here, only_there):
+    # Known answers: with b + c discordant episodes the two-sided exact p is 2 P(Binomial(b + c, 1/2) <=
+    # min(b, c)), capped at 1 (SciPy's binomtest gives the same for p = 1/2, a symmetric null); 0 of 6 is
+    # 2 / 64 by hand. Episodes solved on both sides or neither do not count.
+    from scipy.stats import binomtest
+
+    from evor.reproduce import _success_gap
+
+    ours = [1] * only_here + [0] * only_there + [1] * 30 + [0] * 14
+    theirs = [0] * only_here + [1] * only_there + [1] * 30 + [0] * 14
+    n = only_here + only_there
+    expected = binomtest(min(only_here, only_there), n, 0.5).pvalue if n else 1.0
+    assert f"{only_here} solved here only, {only_there} in the record only" in _success_gap(ours, theirs)
+    assert f"p = {expected:.2g})" in _success_gap(ours, theirs)
+    if (only_here, only_there) == (0, 6):
+        assert expected == pytest.approx(2 / 64)
 
 
 def test_a_library_version_difference_is_a_note(tmp_path):

@@ -18,11 +18,14 @@ Values are compared exactly: a re-run on other hardware or library versions (GPU
 XLA) is expected to differ in its last bits, and the report's notes name such differences
 (versions.json) so that a mismatch can be told from a bug. Steps or evaluations that only one side has
 are listed, not compared: a record archived at 30k and a run continued to 150k still compare on 30k.
+Where success differs episode by episode, an exact McNemar test on the shared episodes says whether the
+gap is larger than chance (the question to ask of a re-run on other hardware).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +180,23 @@ def _diff_evaluations(name: str, ours: dict, theirs: dict, found: RunDiff):
                 same = sum(p == q for p, q in zip(x, y))
                 found.differences.append(f"{where}: {same} of {max(len(x), len(y))} episodes have the same "
                                          f"{key.removeprefix('per_episode_')}")
+        x, y = a.get("per_episode_success"), b.get("per_episode_success")
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and x != y:
+            found.differences.append(f"{where}: {_success_gap(x, y)}")
+
+
+def _success_gap(ours: list, theirs: list) -> str:
+    """Whether two evaluations of the same episodes differ in success by more than chance: the exact
+    McNemar test, two-sided. Only episodes solved on one side count (b here only, c in the record only);
+    if the two policies were equally good, each such episode would fall either way with probability 1/2,
+    so p = P(a split at least as uneven as min(b, c) : max(b, c) in b + c fair coin flips). It is what
+    tells a re-run on other hardware (whose episodes drift apart in their last bits) from a changed policy."""
+    b = sum(bool(p) and not bool(q) for p, q in zip(ours, theirs))
+    c = sum(bool(q) and not bool(p) for p, q in zip(ours, theirs))
+    n = b + c
+    p_value = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n) if n else 1.0
+    return (f"solved {sum(map(bool, ours))} of {len(ours)} here, {sum(map(bool, theirs))} in the record; "
+            f"{b} solved here only, {c} in the record only (exact McNemar test on the same episodes: p = {p_value:.2g})")
 
 
 def _short_labels(results: dict) -> dict:
