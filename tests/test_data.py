@@ -52,6 +52,8 @@ def test_tiny_generation_has_ogbench_keys_dtypes_and_shapes(tmp_path, name):
     assert sidecar["seed"] == 0 and sidecar["train_episodes"] == 1 and sidecar["val_episodes"] == 1
     assert sidecar["versions"]["ogbench"] == "1.2.2" and sidecar["versions"]["mujoco"] == "4.0.0"
     assert sidecar["generator_version"] == generate_module.GENERATOR_VERSION
+    # the CPU it ran on: regenerating a manipulation dataset has given other last bits on other machines
+    assert sidecar["machine"] == generate_module.machine_description() and sidecar["machine"]["cpu"]
 
 
 def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(tmp_path, cube_dir):

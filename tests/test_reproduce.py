@@ -153,6 +153,23 @@ def test_a_library_version_difference_is_a_note(tmp_path):
     assert found.reproduces and found.notes == ['versions.jax: "0.11.0" here, "0.10.2" in the record']
 
 
+def test_the_machine_and_the_datas_generation_are_notes_but_not_their_timings(tmp_path):
+    # What can explain a mismatch (another CPU, data generated on another CPU) is named; what differs
+    # between any two generations (their seconds, workers, resumed episodes) is not.
+    sidecar = {"seed": 0, "seconds": 10.0, "workers": 2, "resumed_episodes": 0, "machine": {"cpu": "AMD EPYC"}}
+    versions = {"versions": {"jax": "0.10.2"}, "machine": {"cpu": "AMD EPYC", "cpu_simd": ["avx2", "avx512f"]},
+                "data_sidecar": sidecar}
+    record = _write_run(tmp_path / "record")
+    (record / "versions.json").write_text(json.dumps(versions))
+    run = _write_run(tmp_path / "run")
+    (run / "versions.json").write_text(json.dumps({**versions, "machine": {"cpu": "Intel Xeon", "cpu_simd": ["avx2"]},
+                                                   "data_sidecar": {**sidecar, "seconds": 99.0, "workers": 1,
+                                                                    "machine": {"cpu": "Intel Xeon"}}}))
+    assert diff_runs(run, record).notes == ['machine.cpu: "Intel Xeon" here, "AMD EPYC" in the record',
+                                            'machine.cpu_simd: ["avx2"] here, ["avx2", "avx512f"] in the record',
+                                            'data_sidecar.machine.cpu: "Intel Xeon" here, "AMD EPYC" in the record']
+
+
 def test_damaged_files_are_named_errors(tmp_path):
     record = _write_run(tmp_path / "record")
     run = _write_run(tmp_path / "run")

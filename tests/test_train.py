@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from evor.agents.evor import EVORConfig, InferenceSettings
+from evor.data.generate import machine_description
 from evor.errors import ConfigError, EvorError
 from evor.reproduce import diff_runs
 from evor.train import load_run, make_config, resume_config, train
@@ -111,6 +112,7 @@ def test_run_directory_records_config_versions_and_metrics(cube_single_data, tmp
     assert set(config["inference"]) == {f.name for f in dataclasses.fields(InferenceSettings)}
     assert config["agent"]["hidden_dims"] == [32, 32] and config["inference"]["num_candidates"] == 4
     assert versions["versions"]["ogbench"] == "1.2.2" and versions["data_sidecar"]["train_episodes"] == 2
+    assert versions["machine"]["cpu"] and versions["machine"] == machine_description()
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|not a git checkout", versions["versions"]["evor_source"])
     # the cores and XLA flags the run had, on which its results' last bits depend (evaluate.compute_context)
     assert versions["compute"] == {"backend": "cpu", "cpu_cores": len(os.sched_getaffinity(0)),

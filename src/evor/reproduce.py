@@ -39,8 +39,9 @@ METRICS_IGNORED = {"steps_per_second"}
 EVALUATION_IGNORED = {"seconds", "ms_per_env_step", "policy_ms_per_env_step", "single_action_ms", "pool_size",
                       "workers", "compute", "key"}
 # versions.json entries that say what ran where; differences there are notes, not failures.
-VERSION_NOTES = ("versions", "compute", "devices", "train_data", "val_data")
-NOTE_IGNORED = {"evor_source", "source"}  # the commit and the data file's path differ between any two runs
+VERSION_NOTES = ("versions", "machine", "compute", "devices", "train_data", "val_data", "data_sidecar")
+# The commit, the data file's path, and how long generating it took differ between any two runs.
+NOTE_IGNORED = {"evor_source", "source", "seconds", "resumed_episodes", "workers"}
 ABSENT = object()  # a key one side does not have
 
 

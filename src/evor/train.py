@@ -54,7 +54,7 @@ from evor.config import (  # noqa: F401  (the config API, also reachable as evor
 )
 from evor.data.dataset import load_task
 from evor.data.files import atomic_write_json
-from evor.data.generate import library_versions
+from evor.data.generate import library_versions, machine_description
 from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError, ResumeConflict
 from evor.evaluate import OGBenchEnv, compute_context, evaluate_policy, evaluation_seed
@@ -298,7 +298,7 @@ def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop
     for seed_config, run_dir in zip(configs, run_dirs):
         atomic_write_json(run_dir / "config.json", config_json(seed_config))
         atomic_write_json(run_dir / "versions.json", {
-            "versions": library_versions(), "platform": platform.platform(),
+            "versions": library_versions(), "platform": platform.platform(), "machine": machine_description(),
             "devices": [str(d) for d in jax.devices()], "compute": compute_context(), "seeds_in_process": seeds,
             "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
             "return_scale": dataclasses.asdict(agent.return_scale) if agent.uses_return_scale else None})

@@ -324,6 +324,7 @@ def generate_dataset(
         "seconds": round(elapsed, 2),  # over every call that worked on it, when it was resumed
         "resumed_episodes": len(done),
         "versions": library_versions(),
+        "machine": machine_description(),
     })
     partial.remove()
     return paths
@@ -411,6 +412,33 @@ def library_versions() -> dict[str, str]:
     out["python"] = platform.python_version()
     out["evor_source"] = source_revision()
     return out
+
+
+# Vector instruction sets that decide which compiled code paths MuJoCo and XLA take (and so the last bits
+# of their floating-point results).
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def machine_description() -> dict:
+    """The CPU a process ran on: its model and vector instruction sets. Recorded with every dataset and
+    run because regenerating a MuJoCo manipulation dataset from the same seed and code has given files
+    that differ in their last bits on some machines (docs/results.md, "Regenerated datasets"): with this,
+    two records say whether they ran on the same kind of CPU."""
+    import platform
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:  # the first processor's entry; all cores of a machine are alike
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break
+    except OSError:  # not Linux: the model from platform, no flags
+        pass
+    flags = set(fields.get("flags", "").split())
+    return {"cpu": fields.get("model name") or platform.processor() or platform.machine(),
+            "cpu_simd": [flag for flag in SIMD_FLAGS if flag in flags]}
 
 
 def source_revision(source: Path | None = None) -> str:
