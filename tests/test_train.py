@@ -113,6 +113,8 @@ def test_run_directory_records_config_versions_and_metrics(cube_single_data, tmp
     assert config["agent"]["hidden_dims"] == [32, 32] and config["inference"]["num_candidates"] == 4
     assert versions["versions"]["ogbench"] == "1.2.2" and versions["data_sidecar"]["train_episodes"] == 2
     assert versions["machine"]["cpu"] and versions["machine"] == machine_description()
+    digests = versions["train_data"]["sha256"], versions["val_data"]["sha256"]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", d) for d in digests) and digests[0] != digests[1]
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|not a git checkout", versions["versions"]["evor_source"])
     # the cores and XLA flags the run had, on which its results' last bits depend (evaluate.compute_context)
     assert versions["compute"] == {"backend": "cpu", "cpu_cores": len(os.sched_getaffinity(0)),

@@ -11,6 +11,7 @@ Multi-step targets walk along a trajectory up to `ends`; TD backups stop at `mas
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import zipfile
 import zlib
@@ -67,7 +68,19 @@ class Dataset:
             "reward_max": high,
             "reward_mean": float(self.rewards.mean()),
             "terminal_fraction": float(1.0 - self.masks.mean()),
+            "sha256": self.digest(),
         }
+
+    def digest(self) -> str:
+        """SHA-256 of every array, in a fixed order: two runs trained on the same transitions have the same
+        digest. Recorded because a dataset regenerated on another machine can differ in its last bits
+        (docs/results.md, "Regenerated datasets"), and then a re-run cannot match its record bit for bit."""
+        digest = hashlib.sha256()
+        for name in ("observations", "actions", "rewards", "masks", "ends", "next_observations"):
+            array = np.ascontiguousarray(getattr(self, name))
+            digest.update(f"{name}{array.dtype}{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
 
     @classmethod
     def random(cls, num: int, observation_dim: int, action_dim: int, episode_length: int, seed: int = 0) -> Dataset:
