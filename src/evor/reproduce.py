@@ -149,12 +149,8 @@ def _evaluations(paths: list[Path], agent_name: str) -> dict:
     """Evaluation files' results by what they evaluated: {identity: result}. A cell result is one result;
     sweep and eval files hold a list, identified by step, settings, reset seed and episodes. An older
     file's settings get the inference fields added since, as its config does (FIELDS_ADDED_LATER)."""
-    return {identity: result for path in paths for identity, result in _read_evaluations(path, agent_name).items()}
-
-
-def _read_evaluations(path: Path, agent_name: str) -> dict:
     results = [{**r, "settings": with_added_fields({"inference": r["settings"]}, agent_name)["inference"]}
-               if isinstance(r.get("settings"), dict) else r for r in read_results(path)]
+               if isinstance(r.get("settings"), dict) else r for path in paths for r in read_results(path)]
     return {_identity(r): r for r in results}
 
 

@@ -295,13 +295,15 @@ def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop
 
     env, train_set, val_set = load_task(config.task, data_dir=config.data_dir, env=False)
     agent = _agent_for(config, train_set.observation_dim, train_set.action_dim, train_set.reward_bounds())
+    # The same for every seed of the process; computed once (the data's digest reads every transition).
+    versions = {
+        "versions": library_versions(), "platform": platform.platform(), "machine": machine_description(),
+        "devices": [str(d) for d in jax.devices()], "compute": compute_context(), "seeds_in_process": seeds,
+        "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
+        "return_scale": dataclasses.asdict(agent.return_scale) if agent.uses_return_scale else None}
     for seed_config, run_dir in zip(configs, run_dirs):
         atomic_write_json(run_dir / "config.json", config_json(seed_config))
-        atomic_write_json(run_dir / "versions.json", {
-            "versions": library_versions(), "platform": platform.platform(), "machine": machine_description(),
-            "devices": [str(d) for d in jax.devices()], "compute": compute_context(), "seeds_in_process": seeds,
-            "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
-            "return_scale": dataclasses.asdict(agent.return_scale) if agent.uses_return_scale else None})
+        atomic_write_json(run_dir / "versions.json", versions)
 
     table = agent.make_table(train_set)
     val_table = agent.make_table(val_set)
