@@ -362,12 +362,15 @@ def test_archived_records_give_the_same_report_without_checkpoints(runs, tmp_pat
 
 
 @pytest.mark.parametrize("name, text", [("compare_eval.json", "{not json"), ("compare_eval.json", '{"results": [{}, {}]}'),
-                                        ("sweep.json", '{"results": 3}'), ("sweep.json", '{"task": "x"}')])
-def test_a_damaged_evaluation_file_is_named_not_a_traceback_and_no_report_is_half_written(runs, tmp_path, name, text):
+                                        ("sweep.json", '{"results": 3}'), ("sweep.json", '{"task": "x"}'),
+                                        ("diagnostics.json", "{not json"), ("diagnostics.json", "[1, 2]"),
+                                        ("config.json", "{not json"), ("config.json", '{"agent_name": "evor"}')])
+def test_a_damaged_record_file_is_named_not_a_traceback_and_no_report_is_half_written(runs, tmp_path, name, text):
     from evor.errors import EvorError
 
     run = next(p for p in tmp_path.rglob("config.json")).parent
     (run / name).write_text(text)
-    with pytest.raises(EvorError, match=f"{name} (is unreadable|is not a results file|holds 2 results)"):
+    with pytest.raises(EvorError, match=f"{name} (is unreadable|is not a (results|diagnostics) file|holds 2 results"
+                                        "|lacks task, seed, total_steps)"):
         write_report([tmp_path], tmp_path / "report")
     assert not (tmp_path / "report").exists()

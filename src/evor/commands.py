@@ -326,6 +326,7 @@ def cmd_sweep(args):
 def cmd_diagnose(args):
     from evor.data.files import atomic_write_json
     from evor.diagnostics import diagnose
+    from evor.rundir import DIAGNOSTICS
     from evor.train import load_run
 
     for name in ("transitions", "samples"):
@@ -336,7 +337,7 @@ def cmd_diagnose(args):
     run = load_run(args.run_dir, step=args.step)
     report = diagnose(run, args.transitions, args.samples, args.max_tail, args.seed, args.episodes,
                       args.ranking_states)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "diagnostics.json"
+    out = Path(args.out) if args.out else Path(args.run_dir) / DIAGNOSTICS
     atomic_write_json(out, report)
     v = report["validation"]
     print(f"{report['task']} step {report['step']}: {v['transitions']} validation transitions x "

@@ -34,13 +34,14 @@ from evor.errors import EvorError
 from evor.rundir import (
     CELL_RESULT,
     CONFIG,
-    DIAGNOSTICS,
     EVALUATION_FILES,
     find_runs,
     kept_cell_results,
     read_cell_result,
+    read_diagnostics,
     read_metrics,
     read_results,
+    read_run_config,
 )
 
 BOOTSTRAP_SAMPLES = 2000
@@ -172,13 +173,6 @@ def environment_of(task: str) -> str:
     return task.split("-singletask")[0]
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvorError(f"{path}: unreadable ({exc}).") from None
-
-
 def _default_settings(config: dict) -> dict:
     from evor.agents import get_agent_class
     from evor.train import inference_settings
@@ -187,7 +181,10 @@ def _default_settings(config: dict) -> dict:
 
 
 def read_run(path: Path) -> RunRecord:
-    config = _read_json(path / CONFIG)
+    config = read_run_config(path)
+    missing = [key for key in ("task", "seed", "total_steps") if key not in config]
+    if missing:
+        raise EvorError(f"{path / CONFIG} lacks {', '.join(missing)}: it is not a config saved by evor's training.")
     rows = read_metrics(path)
     curve = [(r["step"], r["eval_success_rate"]) for r in rows if r.get("eval_success_rate") is not None]
     final, source = None, "none yet (the run is unfinished or lacks its final evaluation)"
@@ -207,7 +204,7 @@ def read_run(path: Path) -> RunRecord:
             final, source = matching[-1]["success_rate"], f"default settings in sweep/eval ({matching[-1]['episodes']} episodes)"
         elif curve and curve[-1][0] == config["total_steps"]:
             final, source = curve[-1][1], "last periodic evaluation"
-    diagnostics = _read_json(path / DIAGNOSTICS) if (path / DIAGNOSTICS).exists() else None
+    diagnostics = read_diagnostics(path)
     kept = [read_cell_result(p) for p in kept_cell_results(path)]  # a continued cell's earlier final scores
     scores = checkpoint_scores(sweep + kept + ([result] if result is not None and "step" in result else []), defaults)
     checkpoints_last_three = (float(np.mean([s for _, s, _ in scores[-3:]]))

@@ -146,6 +146,21 @@ def read_run_config(run_dir: Path, missing: str = "is not a run directory") -> d
     return saved
 
 
+def read_diagnostics(run_dir: Path) -> dict | None:
+    """The run's diagnostics.json (`evor diagnose`) as a dict, or None where the run has none. A damaged
+    file is a named EvorError, never a raw JSON traceback."""
+    path = Path(run_dir) / DIAGNOSTICS
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvorError(f"{path} is unreadable ({exc}); run `evor diagnose` again, or move it aside.") from None
+    if not isinstance(saved, dict):
+        raise EvorError(f"{path} is not a diagnostics file written by evor (expected a JSON object).")
+    return saved
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     """The logged rows, oldest first; a last line cut short by a crash is skipped, not an error."""
     path = Path(run_dir) / METRICS
