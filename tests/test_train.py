@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import re
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -113,6 +114,9 @@ def test_run_directory_records_config_versions_and_metrics(cube_single_data, tmp
     assert config["agent"]["hidden_dims"] == [32, 32] and config["inference"]["num_candidates"] == 4
     assert versions["versions"]["ogbench"] == "1.2.2" and versions["data_sidecar"]["train_episodes"] == 2
     assert versions["machine"]["cpu"] and versions["machine"] == machine_description()
+    cpuinfo = Path("/proc/cpuinfo")  # x86 Linux names the exact part: two "AMD EPYC" CPUs can differ
+    if cpuinfo.exists() and "cpu family" in cpuinfo.read_text():
+        assert re.fullmatch(r"family \S+ model \S+ stepping \S+ microcode \S+", versions["machine"]["cpu_id"])
     digests = versions["train_data"]["sha256"], versions["val_data"]["sha256"]
     assert all(re.fullmatch(r"[0-9a-f]{64}", d) for d in digests) and digests[0] != digests[1]
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|not a git checkout", versions["versions"]["evor_source"])
@@ -134,6 +138,17 @@ def test_loaded_run_acts_with_any_inference_setting_and_evaluates(cube_single_da
     result = run.evaluate(run.settings(num_candidates=2), num_episodes=2)
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
     assert result["episode_length_mean"] == 200  # cube-single: 200 steps unless solved
+    # versions.json rebuilds the agent (the data's shapes and reward bounds): a damaged one is named
+    versions = tmp_path / "run" / "versions.json"
+    good = versions.read_text()
+    for damaged, message in [('{"train_data": {', "versions.json is unreadable"), ("[1]", "not a run's versions"),
+                             ('{"train_data": {"observation_dim": 28}}', "train_data gives observation_dim, action_dim"),
+                             (None, "has no versions.json")]:
+        versions.unlink() if damaged is None else versions.write_text(damaged)
+        with pytest.raises(EvorError, match=message):
+            load_run(tmp_path / "run")
+    versions.write_text(good)
+    assert load_run(tmp_path / "run").agent.config == run.agent.config
 
 
 def test_existing_run_is_not_overwritten_and_bad_configs_are_rejected(cube_single_data, tmp_path, monkeypatch):

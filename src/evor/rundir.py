@@ -39,6 +39,8 @@ CELL_RESULT = "compare_eval.json"
 EVALUATION_FILES = ("sweep.json", "eval.json", "quickstart_eval.json")
 RECORD_FILES = (CONFIG, VERSIONS, METRICS, CELL_RESULT, DIAGNOSTICS, *EVALUATION_FILES)
 IN_USE = ".in-use"
+# What versions.json's train_data must give for a run's agent to be rebuilt (`read_versions`).
+TRAIN_DATA_KEYS = ("observation_dim", "action_dim", "reward_min", "reward_max")
 
 _claimed: set[Path] = set()  # run directories this process holds (a claim is re-entrant within it)
 
@@ -131,18 +133,39 @@ def archive_records(paths, out) -> list[Path]:
     return sorted(plan)
 
 
+def _read_json(path: Path, remedy: str):
+    """The JSON value in `path`; an unreadable file or one that is not JSON is a named EvorError that says
+    what to do (`remedy`), never a raw traceback."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvorError(f"{path} is unreadable ({exc}); {remedy}") from None
+
+
 def read_run_config(run_dir: Path, missing: str = "is not a run directory") -> dict:
     """The run's saved config.json as a dict. A missing, unreadable or damaged file is a named EvorError
     (`missing` says what a missing one means to the caller), never a raw JSON traceback."""
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise EvorError(f"{run_dir} {missing} (no {CONFIG}).")
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvorError(f"{path} is unreadable ({exc}); restore it, or move the run directory aside.") from None
+    saved = _read_json(path, "restore it, or move the run directory aside.")
     if not isinstance(saved, dict) or not isinstance(saved.get("agent_name", ""), str):
         raise EvorError(f"{path} is not a run's config (expected a JSON object with a string agent_name).")
+    return saved
+
+
+def read_versions(run_dir: Path) -> dict:
+    """The run's versions.json as a dict. It holds the training data's shapes and reward bounds, which
+    rebuilding the run's agent needs, so a missing or damaged file is a named EvorError."""
+    path = Path(run_dir) / VERSIONS
+    if not path.exists():
+        raise EvorError(f"{run_dir} has no {VERSIONS}, which its agent is rebuilt from; restore it from the run's "
+                        f"archive or copy, or train the run again.")
+    saved = _read_json(path, "restore it from the run's archive or copy, or train the run again.")
+    train_data = saved.get("train_data") if isinstance(saved, dict) else None
+    if not isinstance(train_data, dict) or any(key not in train_data for key in TRAIN_DATA_KEYS):
+        raise EvorError(f"{path} is not a run's versions file (expected a JSON object whose train_data gives "
+                        f"{', '.join(TRAIN_DATA_KEYS)}).")
     return saved
 
 
@@ -152,10 +175,7 @@ def read_diagnostics(run_dir: Path) -> dict | None:
     path = Path(run_dir) / DIAGNOSTICS
     if not path.exists():
         return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvorError(f"{path} is unreadable ({exc}); run `evor diagnose` again, or move it aside.") from None
+    saved = _read_json(path, "run `evor diagnose` again, or move it aside.")
     if not isinstance(saved, dict):
         raise EvorError(f"{path} is not a diagnostics file written by evor (expected a JSON object).")
     return saved
@@ -182,10 +202,7 @@ def read_results(path: Path) -> list[dict]:
     (CELL_RESULT) is one result. Anything else (unreadable, or JSON of another shape, such as a config
     handed to `evor sweep --out`) is a named EvorError, so that no caller mistakes it for results or
     writes over it."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvorError(f"{path} is unreadable, not a results file written by evor ({exc}).") from None
+    data = _read_json(Path(path), "it is not a results file written by evor.")
     if isinstance(data, dict) and "results" in data:
         results = data["results"]
     elif isinstance(data, dict) and "success_rate" in data:

@@ -59,7 +59,7 @@ from evor.data.registry import parse_task_name
 from evor.errors import ConfigError, EvorError, ResumeConflict
 from evor.evaluate import OGBenchEnv, compute_context, evaluate_policy, evaluation_seed
 from evor.progress import progress_bar
-from evor.rundir import claim, truncate_metrics, write_metrics
+from evor.rundir import CONFIG, VERSIONS, claim, read_versions, truncate_metrics, write_metrics
 
 _config_json = config_json  # older name, kept for callers
 
@@ -181,7 +181,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
 
 
 def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG
     if resume:
         saved = saved_config(run_dir, missing="cannot be resumed: it is not a run directory")
         refuse_legacy(run_dir)
@@ -302,8 +302,8 @@ def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop
         "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
         "return_scale": dataclasses.asdict(agent.return_scale) if agent.uses_return_scale else None}
     for seed_config, run_dir in zip(configs, run_dirs):
-        atomic_write_json(run_dir / "config.json", config_json(seed_config))
-        atomic_write_json(run_dir / "versions.json", versions)
+        atomic_write_json(run_dir / CONFIG, config_json(seed_config))
+        atomic_write_json(run_dir / VERSIONS, versions)
 
     table = agent.make_table(train_set)
     val_table = agent.make_table(val_set)
@@ -398,8 +398,7 @@ def _sidecar(config: TrainConfig) -> dict | None:
 def load_run_agent(run_dir: Path):
     """(config, agent) of a run directory, from config.json and versions.json; no checkpoint is read."""
     config = _build(TrainConfig, saved_config(run_dir), "training config")
-    versions = json.loads((run_dir / "versions.json").read_text())
-    train_data = versions["train_data"]
+    train_data = read_versions(run_dir)["train_data"]
     agent = _agent_for(config, train_data["observation_dim"], train_data["action_dim"],
                        (train_data["reward_min"], train_data["reward_max"]))
     return config, agent

@@ -420,10 +420,10 @@ SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_
 
 
 def machine_description() -> dict:
-    """The CPU a process ran on: its model and vector instruction sets. Recorded with every dataset and
-    run because regenerating a MuJoCo manipulation dataset from the same seed and code has given files
-    that differ in their last bits on some machines (docs/results.md, "Regenerated datasets"): with this,
-    two records say whether they ran on the same kind of CPU."""
+    """The CPU a process ran on: its model, vector instruction sets and (x86 Linux) exact part and microcode
+    revision. Recorded with every dataset and run because regenerating a MuJoCo manipulation dataset from
+    the same seed and code has given files that differ in their last bits on some machines (docs/results.md,
+    "Regenerated datasets"): with this, two records say whether they ran on the same kind of CPU."""
     import platform
 
     fields: dict[str, str] = {}
@@ -437,8 +437,15 @@ def machine_description() -> dict:
     except OSError:  # not Linux: the model from platform, no flags
         pass
     flags = set(fields.get("flags", "").split())
-    return {"cpu": fields.get("model name") or platform.processor() or platform.machine(),
-            "cpu_simd": [flag for flag in SIMD_FLAGS if flag in flags]}
+    described = {"cpu": fields.get("model name") or platform.processor() or platform.machine(),
+                 "cpu_simd": [flag for flag in SIMD_FLAGS if flag in flags]}
+    # The model name is shared by parts that differ (one "AMD EPYC" name covers several generations);
+    # x86 Linux also gives the exact part and its microcode revision.
+    identity = [(label, fields.get(key)) for label, key in (
+        ("family", "cpu family"), ("model", "model"), ("stepping", "stepping"), ("microcode", "microcode"))]
+    if all(value for _, value in identity):
+        described["cpu_id"] = " ".join(f"{label} {value}" for label, value in identity)
+    return described
 
 
 def source_revision(source: Path | None = None) -> str:
