@@ -158,10 +158,10 @@ def read_versions(run_dir: Path) -> dict:
     """The run's versions.json as a dict. It holds the training data's shapes and reward bounds, which
     rebuilding the run's agent needs, so a missing or damaged file is a named EvorError."""
     path = Path(run_dir) / VERSIONS
+    remedy = "restore it from the run's archive or copy, or train the run again."
     if not path.exists():
-        raise EvorError(f"{run_dir} has no {VERSIONS}, which its agent is rebuilt from; restore it from the run's "
-                        f"archive or copy, or train the run again.")
-    saved = _read_json(path, "restore it from the run's archive or copy, or train the run again.")
+        raise EvorError(f"{run_dir} has no {VERSIONS}, which its agent is rebuilt from; {remedy}")
+    saved = _read_json(path, remedy)
     train_data = saved.get("train_data") if isinstance(saved, dict) else None
     if not isinstance(train_data, dict) or any(key not in train_data for key in TRAIN_DATA_KEYS):
         raise EvorError(f"{path} is not a run's versions file (expected a JSON object whose train_data gives "
