@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from evor.data import generate as generate_module
-from evor.data.dataset import Dataset, import_dataset, list_datasets, load_task, save_dataset
+from evor.data.dataset import Dataset, import_dataset, list_datasets, load_task, read_sidecar, save_dataset
 from evor.data.generate import generate_dataset
 from evor.data.registry import RECIPES, parse_task_name
 from evor.errors import DataError
@@ -398,6 +399,22 @@ def test_list_reports_sizes_and_sidecar_facts(cube_dir):
     rows = list_datasets(cube_dir)
     assert [r["name"] for r in rows] == ["cube-single-play-v0"]
     assert rows[0]["seed"] == 7 and rows[0]["train_episodes"] == 3 and rows[0]["ogbench"] == "1.2.2"
+
+
+def test_a_damaged_sidecar_is_named_and_listing_survives_it(cube_dir, tmp_path):
+    # The sidecar records how a dataset was made; train copies it into every run's versions.json.
+    for f in cube_dir.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    sidecar = tmp_path / "cube-single-play-v0.json"
+    assert read_sidecar("cube-single-play-v0", tmp_path)["seed"] == 7
+    assert read_sidecar("scene-play-v0", tmp_path) is None  # no sidecar: nothing recorded, not an error
+    for damaged, problem in (('{"seed": 7, "gener', "Cannot read the dataset sidecar"),
+                             ("[1, 2]", "is not a dataset sidecar")):
+        sidecar.write_text(damaged)
+        with pytest.raises(DataError, match=problem) as caught:
+            read_sidecar("cube-single-play-v0", tmp_path)
+        assert str(sidecar) in str(caught.value) and "evor data generate cube-single-play-v0" in str(caught.value)
+        assert list_datasets(tmp_path)[0]["generator"] == "unreadable sidecar"
 
 
 def test_dataset_validation_rejects_mismatched_widths():

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import jax
@@ -12,7 +13,7 @@ import pytest
 
 from evor.agents.evor import EVORConfig, InferenceSettings
 from evor.data.generate import machine_description
-from evor.errors import ConfigError, EvorError
+from evor.errors import ConfigError, DataError, EvorError
 from evor.reproduce import diff_runs
 from evor.train import load_run, make_config, resume_config, train
 
@@ -100,6 +101,17 @@ def test_the_source_revision_names_the_commit_and_uncommitted_changes(tmp_path):
     assert source_revision(tmp_path) == commit
     (tmp_path / "a.py").write_text("x = 2\n")
     assert source_revision(tmp_path) == commit + "+dirty"
+
+
+def test_a_damaged_dataset_sidecar_stops_training_before_any_run_file(cube_single_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(cube_single_data, data)
+    sidecar = data / "cube-single-play-v0.json"
+    sidecar.write_text(sidecar.read_text()[:40])  # cut short, as by a full disk
+    with pytest.raises(DataError, match="Cannot read the dataset sidecar") as caught:
+        train(_config(data), tmp_path / "run", show_progress=False)
+    assert str(sidecar) in str(caught.value)
+    assert not (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "versions.json").exists()
 
 
 def test_run_directory_records_config_versions_and_metrics(cube_single_data, tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import platform
 import time
@@ -52,7 +51,7 @@ from evor.config import (  # noqa: F401  (the config API, also reachable as evor
     saved_config,
     with_added_fields,
 )
-from evor.data.dataset import load_task
+from evor.data.dataset import load_task, read_sidecar
 from evor.data.files import atomic_write_json
 from evor.data.generate import library_versions, machine_description
 from evor.data.registry import parse_task_name
@@ -299,7 +298,8 @@ def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop
     versions = {
         "versions": library_versions(), "platform": platform.platform(), "machine": machine_description(),
         "devices": [str(d) for d in jax.devices()], "compute": compute_context(), "seeds_in_process": seeds,
-        "train_data": train_set.summary(), "val_data": val_set.summary(), "data_sidecar": _sidecar(config),
+        "train_data": train_set.summary(), "val_data": val_set.summary(),
+        "data_sidecar": read_sidecar(parse_task_name(config.task).dataset, config.data_dir),
         "return_scale": dataclasses.asdict(agent.return_scale) if agent.uses_return_scale else None}
     for seed_config, run_dir in zip(configs, run_dirs):
         atomic_write_json(run_dir / CONFIG, config_json(seed_config))
@@ -385,14 +385,6 @@ def _train_claimed(config, configs, seeds, run_dirs, resume, show_progress, stop
     for i, run in enumerate(runs):
         run.state, run.step = jax.tree.map(jnp.asarray, _unstack(host_state, i)), step
     return runs
-
-
-def _sidecar(config: TrainConfig) -> dict | None:
-    from evor.data.files import default_data_dir
-
-    directory = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
-    path = directory / f"{parse_task_name(config.task).dataset}.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load_run_agent(run_dir: Path):

@@ -203,6 +203,25 @@ def dataset_paths(dataset_name: str, data_dir: str | os.PathLike | None = None) 
     return directory / f"{dataset_name}.npz", directory / f"{dataset_name}-val.npz"
 
 
+def read_sidecar(dataset_name: str, data_dir: str | os.PathLike | None = None) -> dict | None:
+    """The dataset's sidecar `NAME.json` (how it was generated: recipe, seed, episode counts, versions), or
+    None where it has none (an imported file). A damaged sidecar is a DataError naming it."""
+    import json
+
+    path = dataset_paths(dataset_name, data_dir)[0].with_suffix(".json")
+    if not path.exists():
+        return None
+    try:
+        sidecar = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read the dataset sidecar {path} ({exc}); regenerate the dataset with "
+                        f"`evor data generate {dataset_name}`, or move the sidecar aside.") from None
+    if not isinstance(sidecar, dict):
+        raise DataError(f"{path} is not a dataset sidecar (expected a JSON object); regenerate the dataset "
+                        f"with `evor data generate {dataset_name}`, or move the sidecar aside.")
+    return sidecar
+
+
 def _missing_data_message(dataset: str, paths: tuple[Path, Path], data_dir) -> str:
     missing = ", ".join(str(p) for p in paths if not p.exists())
     if dataset.split("-")[0] in EXPERT_POLICY_FAMILIES:
@@ -426,8 +445,6 @@ def save_dataset(dataset: Dataset, path: str | os.PathLike) -> Path:
 
 def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
     """What is present in the data directory: names, sizes and sidecar facts."""
-    import json
-
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if not directory.exists():
         return []
@@ -437,19 +454,19 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
             continue
         name = train.name[:-4]
         val = directory / f"{name}-val.npz"
-        sidecar = directory / f"{name}.json"
         row = {"name": name, "train_mb": round(train.stat().st_size / 2**20, 1),
                "val_mb": round(val.stat().st_size / 2**20, 1) if val.exists() else None,
                "generator": "unknown (no sidecar)"}
-        if sidecar.exists():
-            try:
-                meta = json.loads(sidecar.read_text())
+        try:
+            meta = read_sidecar(name, directory)
+        except DataError:
+            row["generator"] = "unreadable sidecar"
+        else:
+            if meta is not None:
                 row.update(generator=f"{meta.get('generator')} v{meta.get('generator_version')}",
                            seed=meta.get("seed"), train_episodes=meta.get("train_episodes"),
                            val_episodes=meta.get("val_episodes"), train_transitions=meta.get("train_transitions"),
                            ogbench=meta.get("versions", {}).get("ogbench"),
                            mujoco=meta.get("versions", {}).get("mujoco"))
-            except (OSError, ValueError):
-                row["generator"] = "unreadable sidecar"
         rows.append(row)
     return rows
