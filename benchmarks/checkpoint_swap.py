@@ -7,7 +7,8 @@ not move. Printed:
 1. Every mix of pi_ref (the actor) from one kept step and the return model from another, read on the
    run's own final-evaluation episodes at its default inference settings, and pi_ref alone (N = 1) at
    each step: the pure mixes reproduce `evor sweep RUN --step A,B`; the crossed ones say which half
-   carries the change. For a maze, also the share of failed episodes by the cell where they end.
+   carries the change. Each read lists its solved episodes (index in the block) for paired tests; for a
+   maze, also the share of failed episodes by the cell where they end.
 2. At the last state of each episode that fails with pi_ref and the value model both from step B:
    the N candidates acting draws there from B's pi_ref, scored by A's and by B's value model (the run's
    acting readout, mean of R readouts). The Spearman correlation of the two rankings; for each model,
@@ -89,6 +90,13 @@ def read(run, settings, episodes: int, seed: int):
     return result, last
 
 
+def solved_episodes(result) -> str:
+    """The solved episodes by their index in the block (reset seed minus the first), for paired tests
+    between mixes read on the same episodes (an exact McNemar test needs who solved which)."""
+    solved = np.flatnonzero(np.asarray(result["per_episode_success"], bool))
+    return ", ".join(str(i) for i in solved) if len(solved) else "none"
+
+
 HEADINGS = ("+x", "-x", "+y", "-y")
 
 
@@ -160,11 +168,12 @@ def main(argv=None) -> int:
         for actor_step in read_steps:
             if not args.ranking_only:
                 alone, _ = read(runs[actor_step], runs[actor_step].settings(num_candidates=1), args.episodes, seed)
-                print(f"  pi_ref {actor_step} alone (N = 1): {100 * alone['success_rate']:.0f}%")
+                print(f"  pi_ref {actor_step} alone (N = 1): {100 * alone['success_rate']:.0f}% "
+                      f"(solved episodes: {solved_episodes(alone)})")
             for value_step in read_steps:
                 result, last = read(mixed(runs[actor_step], runs[value_step]), settings, args.episodes, seed)
                 line = (f"  pi_ref {actor_step} + value model {value_step}: {100 * result['success_rate']:.0f}% "
-                        f"(length {result['episode_length_mean']:.0f})")
+                        f"(length {result['episode_length_mean']:.0f}; solved episodes: {solved_episodes(result)})")
                 failed = ~np.asarray(result["per_episode_success"], bool)
                 if maze and failed.any():
                     cells = collections.Counter(tuple(int(v) for v in unwrapped.xy_to_ij(xy[:2])) for xy in last[failed])

@@ -297,6 +297,12 @@ def test_checkpoint_swap_remembers_each_episodes_last_observation_by_its_reset_s
     assert swap.LAST_XY[7][0] == 703 and swap.LAST_XY[8][0] == 801
 
 
+def test_checkpoint_swap_lists_each_reads_solved_episodes_by_index(benchmark_script):
+    swap = benchmark_script("checkpoint_swap")
+    assert swap.solved_episodes({"per_episode_success": [0.0, 1.0, 0.0, 1.0, 1.0]}) == "1, 3, 4"
+    assert swap.solved_episodes({"per_episode_success": [0.0, 0.0]}) == "none"
+
+
 def test_checkpoint_swap_counts_the_datas_chunks_near_a_state_by_heading(benchmark_script):
     """Two-action chunks, discount 0.5, a radius of 1 around (0, 0): the chunk from row 0 moves +x, and
     its return is its trajectory's, cut after row 2: -1 - 0.5 - 0.25; the chunk from row 3 moves +y and
