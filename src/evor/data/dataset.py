@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import zipfile
 import zlib
@@ -206,19 +207,16 @@ def dataset_paths(dataset_name: str, data_dir: str | os.PathLike | None = None) 
 def read_sidecar(dataset_name: str, data_dir: str | os.PathLike | None = None) -> dict | None:
     """The dataset's sidecar `NAME.json` (how it was generated: recipe, seed, episode counts, versions), or
     None where it has none (an imported file). A damaged sidecar is a DataError naming it."""
-    import json
-
     path = dataset_paths(dataset_name, data_dir)[0].with_suffix(".json")
     if not path.exists():
         return None
+    remedy = f"regenerate the dataset with `evor data generate {dataset_name}`, or move the sidecar aside."
     try:
         sidecar = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read the dataset sidecar {path} ({exc}); regenerate the dataset with "
-                        f"`evor data generate {dataset_name}`, or move the sidecar aside.") from None
+        raise DataError(f"Cannot read the dataset sidecar {path} ({exc}); {remedy}") from None
     if not isinstance(sidecar, dict):
-        raise DataError(f"{path} is not a dataset sidecar (expected a JSON object); regenerate the dataset "
-                        f"with `evor data generate {dataset_name}`, or move the sidecar aside.")
+        raise DataError(f"{path} is not a dataset sidecar (expected a JSON object); {remedy}")
     return sidecar
 
 
