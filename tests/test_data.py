@@ -12,6 +12,7 @@ import pytest
 
 from evor.data import generate as generate_module
 from evor.data.dataset import Dataset, import_dataset, list_datasets, load_task, read_sidecar, save_dataset
+from evor.data.files import dataset_files
 from evor.data.generate import generate_dataset
 from evor.data.registry import RECIPES, parse_task_name
 from evor.errors import DataError
@@ -393,6 +394,14 @@ def test_import_rejects_unknown_types_and_missing_files(tmp_path):
     (tmp_path / "junk.hdf5").write_bytes(b"not hdf5 at all")
     with pytest.raises(DataError, match="not a readable HDF5"):
         import_dataset(tmp_path / "junk.hdf5")
+
+
+def test_generation_writes_exactly_the_files_the_readers_look_for(cube_dir):
+    # One function names a dataset's files; the generator, loader, sidecar reader and listing all use it.
+    files = dataset_files("cube-single-play-v0", cube_dir)
+    assert files == (cube_dir / "cube-single-play-v0.npz", cube_dir / "cube-single-play-v0-val.npz",
+                     cube_dir / "cube-single-play-v0.json")
+    assert sorted(p.name for p in cube_dir.iterdir()) == sorted(p.name for p in files)  # nothing else left
 
 
 def test_list_reports_sizes_and_sidecar_facts(cube_dir):

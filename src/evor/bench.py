@@ -161,14 +161,14 @@ def suite_data_dir(suite: dict, out) -> str | None:
 
 def prepare_data(suite: dict, cells: list[Cell], workers: int = 1) -> None:
     """Generate every dataset the cells need and do not have (before any cell starts)."""
-    from evor.data.dataset import dataset_paths
+    from evor.data.files import dataset_files
     from evor.data.generate import generate_dataset
     from evor.data.registry import parse_task_name
 
     data = suite.get("data", {})
     data_dir = cells[0].data_dir if cells else None
     for dataset in sorted({parse_task_name(c.task).dataset for c in cells}):
-        train_path, val_path = dataset_paths(dataset, data_dir)
+        train_path, val_path, _ = dataset_files(dataset, data_dir)
         if train_path.exists() and val_path.exists():
             continue
         print(f"[bench] generating {dataset} ({data.get('episodes', 'full')} episodes) -> {train_path.parent}",

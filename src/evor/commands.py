@@ -422,7 +422,7 @@ QUICKSTART = dict(dataset="cube-single-play-v0", task="cube-single-play-singleta
 def cmd_quickstart(args):
     import os
 
-    from evor.data.dataset import dataset_paths
+    from evor.data.files import dataset_files
     from evor.data.generate import generate_dataset
     from evor.report import write_report
     from evor.sweep import sweep
@@ -432,7 +432,8 @@ def cmd_quickstart(args):
     out = Path(args.out)
     data_dir = out / "data"
     episodes = args.episodes or QUICKSTART["episodes"]
-    if not all(p.exists() for p in dataset_paths(QUICKSTART["dataset"], data_dir)):
+    files = dataset_files(QUICKSTART["dataset"], data_dir)
+    if not (files.train.exists() and files.val.exists()):
         workers = len(os.sched_getaffinity(0))
         print(f"[1/4] generating {QUICKSTART['dataset']} ({episodes} episodes, {workers} workers) into {data_dir}",
               flush=True)

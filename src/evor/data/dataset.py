@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evor.data.files import default_data_dir
+from evor.data.files import data_dir_path, dataset_files
 from evor.data.registry import EXPERT_POLICY_FAMILIES, RECIPES, parse_task_name
 from evor.errors import DataError
 from evor.interrupts import interrupts_deferred
@@ -199,15 +199,10 @@ def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- OGBench tasks
 
 
-def dataset_paths(dataset_name: str, data_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    return directory / f"{dataset_name}.npz", directory / f"{dataset_name}-val.npz"
-
-
 def read_sidecar(dataset_name: str, data_dir: str | os.PathLike | None = None) -> dict | None:
     """The dataset's sidecar `NAME.json` (how it was generated: recipe, seed, episode counts, versions), or
     None where it has none (an imported file). A damaged sidecar is a DataError naming it."""
-    path = dataset_paths(dataset_name, data_dir)[0].with_suffix(".json")
+    path = dataset_files(dataset_name, data_dir).sidecar
     if not path.exists():
         return None
     remedy = f"regenerate the dataset with `evor data generate {dataset_name}`, or move the sidecar aside."
@@ -243,7 +238,7 @@ def load_task(task: str, data_dir: str | os.PathLike | None = None, env: bool = 
     Rewards and masks are relabelled for the task by OGBench's own code.
     """
     parsed = parse_task_name(task)
-    train_path, val_path = dataset_paths(parsed.dataset, data_dir)
+    train_path, val_path, _ = dataset_files(parsed.dataset, data_dir)
     if not (train_path.exists() and val_path.exists()):
         raise DataError(_missing_data_message(parsed.dataset, (train_path, val_path), data_dir))
     for path in (train_path, val_path):
@@ -443,7 +438,7 @@ def save_dataset(dataset: Dataset, path: str | os.PathLike) -> Path:
 
 def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
     """What is present in the data directory: names, sizes and sidecar facts."""
-    directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    directory = data_dir_path(data_dir)
     if not directory.exists():
         return []
     rows = []
@@ -451,7 +446,7 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
         if train.name.endswith("-val.npz"):
             continue
         name = train.name[:-4]
-        val = directory / f"{name}-val.npz"
+        val = dataset_files(name, directory).val
         row = {"name": name, "train_mb": round(train.stat().st_size / 2**20, 1),
                "val_mb": round(val.stat().st_size / 2**20, 1) if val.exists() else None,
                "generator": "unknown (no sidecar)"}

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,28 @@ DATA_DIR_ENV = "OGBENCH_DATA_DIR"
 def default_data_dir() -> Path:
     """`$OGBENCH_DATA_DIR` if set, else OGBench's own default `~/.ogbench/data`."""
     return Path(os.environ.get(DATA_DIR_ENV, "~/.ogbench/data")).expanduser()
+
+
+def data_dir_path(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory a caller named, or the default one when it named none."""
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+
+class DatasetFiles(NamedTuple):
+    """The three files of a dataset NAME, the same names OGBench's own downloads use (plus the sidecar)."""
+
+    train: Path  # NAME.npz
+    val: Path  # NAME-val.npz
+    sidecar: Path  # NAME.json: how evor generated it (absent for an imported or downloaded file)
+
+
+def dataset_files(dataset_name: str, data_dir: str | os.PathLike | None = None) -> DatasetFiles:
+    """Where dataset `dataset_name` lives in `data_dir` (default: `default_data_dir()`). The one place
+    that spells the file names: the generator writes them, the loader, the sidecar reader and the
+    listing read them."""
+    directory = data_dir_path(data_dir)
+    return DatasetFiles(train=directory / f"{dataset_name}.npz", val=directory / f"{dataset_name}-val.npz",
+                        sidecar=directory / f"{dataset_name}.json")
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import evor  # noqa: F401  (sets MUJOCO_GL before ogbench is imported)
-from evor.data.files import atomic_write_json, atomic_write_npz, default_data_dir
+from evor.data.files import atomic_write_json, atomic_write_npz, data_dir_path, dataset_files
 from evor.data.registry import DatasetRecipe, get_recipe, make_env
 from evor.errors import DataError
 from evor.interrupts import interrupts_deferred
@@ -247,7 +247,7 @@ def generate_dataset(
     num_train = episodes if episodes is not None else recipe.num_episodes
     num_val = max(1, num_train // 10)
     num_episodes = num_train + num_val
-    out_dir = Path(out_dir).expanduser() if out_dir is not None else default_data_dir()
+    out_dir = data_dir_path(out_dir)
     _ensure_writable(out_dir)
 
     steps = recipe.episode_steps
@@ -301,11 +301,7 @@ def generate_dataset(
     split = num_train * steps
     train = {k: v[:split] for k, v in arrays.items()}
     val = {k: v[split:] for k, v in arrays.items()}
-    paths = {
-        "train": out_dir / f"{dataset_name}.npz",
-        "val": out_dir / f"{dataset_name}-val.npz",
-        "sidecar": out_dir / f"{dataset_name}.json",
-    }
+    paths = dataset_files(dataset_name, out_dir)._asdict()
     atomic_write_npz(paths["train"], train)
     atomic_write_npz(paths["val"], val)
     atomic_write_json(paths["sidecar"], {
