@@ -2,12 +2,14 @@
 
 import math
 
+import jax
 import numpy as np
 import pytest
 
 from evor.agents.evor import ReturnScale
 from evor.data.dataset import Dataset
 from evor.diagnostics import crps, distribution_scores, monte_carlo_rows, ranking_scores, spearman_rows, tilt_summary
+from evor.errors import EvorError
 
 
 def _normal_cdf(x):
@@ -320,3 +322,47 @@ def test_checkpoint_swap_counts_the_datas_chunks_near_a_state_by_heading(benchma
             swap.data_chunks_near(dataset, 0.5, 2, np.array([[0.0, 0.0]]), radius=1.0)}
     assert rows["+x"] == (1, pytest.approx(-1.75)) and rows["+y"] == (1, pytest.approx(-1.0))
     assert rows["-x"] == (0, None) and rows["-y"] == (0, None)
+
+
+class _LineEnv:
+    """x moves by the action's first coordinate, the reward is x after the step, success at x >= 3."""
+
+    def reset(self, seed=None):
+        self.x = 0.0
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.x += float(action[0])
+        return np.array([self.x], np.float32), self.x, self.x >= 3, False, {"success": float(self.x >= 3)}
+
+    def close(self):
+        pass
+
+
+def test_candidate_outcomes_rolls_each_candidate_then_the_reference_policy(benchmark_script):
+    """Two candidate chunks of 2 actions, 2 rollouts each, then a reference policy that moves +1 per
+    step: the discounted returns by hand, the task finished by the candidate that gets to x = 3."""
+    from evor.evaluate import EnvPool
+
+    outcomes = benchmark_script("candidate_outcomes")
+    pool = EnvPool(_LineEnv, 4)
+    outcomes.restore(pool, 0, np.array([[1.0]]), np.array([1.0], np.float32))  # all four slots at x = 1
+    candidates = np.array([[1.0, 1.0], [-1.0, 0.0]])  # chunk of 2 one-dimensional actions each
+    forward = lambda obs, keys: np.ones((len(obs), 2))  # noqa: E731  (the reference policy: +1, +1)
+    returns, finished = outcomes.rollouts(pool, forward, candidates, np.array([1.0], np.float32),
+                                          jax.random.PRNGKey(0), 4, 2, 4, discount=0.5)
+    # candidate 0: x = 2, 3 (done at 3): 2 + 0.5 * 3; candidate 1: x = 0, 0, 1, 2: 0 + 0 + 0.25 + 0.125 * 2
+    np.testing.assert_allclose(returns, [[3.5, 3.5], [0.5, 0.5]])
+    assert finished.tolist() == [[True, True], [False, False]]
+    with pytest.raises(EvorError, match="did not reach the recorded state"):
+        outcomes.restore(pool, 0, np.array([[1.0]]), np.array([2.0], np.float32))
+
+
+def test_candidate_outcome_scores_on_a_known_ranking(benchmark_script):
+    outcomes = benchmark_script("candidate_outcomes")
+    achieved = np.array([[0.0, 2.0], [4.0, 4.0], [8.0, 10.0]])  # means 1, 4, 9
+    right = outcomes.outcome_scores(np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 5.0]), achieved)
+    assert right["spearman"] == pytest.approx(1.0) and right["regret"] == 0.0 and right["gain_over_median"] == 5.0
+    assert right["rollout_noise"] == pytest.approx(np.sqrt((2.0 + 0.0 + 2.0) / 3))  # variances 2, 0, 2 (ddof 1)
+    wrong = outcomes.outcome_scores(np.array([3.0, 2.0, 1.0]), np.array([5.0, 0.0, 0.0]), achieved)
+    assert wrong["spearman"] == pytest.approx(-1.0) and wrong["regret"] == 8.0 and wrong["gain_over_median"] == -3.0
