@@ -28,6 +28,8 @@ step, the quantity Z models, cut at the horizon. Printed per state and then aver
 Needs an EVOR-like run (its agent has `q_star` and a behaviour flow). The cost is the physics:
 candidates x rollouts x (replayed steps + horizon) environment steps per state; on scene about 6 ms
 per step on one core (2 states with 32 x 2 rollouts of 40 steps, one of them 335 steps in: 179 s).
+Memory: a scene environment holds about 170 MB, so at most `--envs` (16) exist at once and the
+candidates are rolled out in turns, each turn replaying the episode to the state.
 """
 
 from __future__ import annotations
@@ -64,10 +66,10 @@ def play_episode(pool, policy, reset_seed: int, base_key, episode: int, horizon:
     return np.stack(actions), np.stack(observations), decisions, success
 
 
-def restore(pool, reset_seed: int, actions: np.ndarray, expected: np.ndarray):
-    """Put every slot of `pool` at the state after `actions`, replayed from the reproducible reset, and
-    check each slot's observation against the recorded one bit for bit."""
-    slots = range(pool.size)
+def restore(pool, slots: int, reset_seed: int, actions: np.ndarray, expected: np.ndarray):
+    """Put the first `slots` slots of `pool` at the state after `actions`, replayed from the reproducible
+    reset, and check each one's observation against the recorded one bit for bit."""
+    slots = range(slots)
     observations = pool.reset({s: reset_seed for s in slots})
     for action in actions:
         observations = {s: out[0] for s, out in pool.step({s: action for s in slots}).items()}
@@ -77,16 +79,17 @@ def restore(pool, reset_seed: int, actions: np.ndarray, expected: np.ndarray):
                             "the environment is not reproducible here, so candidate outcomes would be wrong.")
 
 
-def rollouts(pool, reference_policy, candidates: np.ndarray, start_obs: np.ndarray, key, horizon: int,
+def rollouts(pool, reference_policy, candidates: np.ndarray, per: int, start_obs: np.ndarray, key,
              action_horizon: int, max_steps: int, discount: float):
-    """Slot c * R + r executes candidate c's chunk, then pi_ref's own chunks, for at most `max_steps`
-    steps: (discounted return (N, R), finished (N, R)), R = pool.size // N."""
+    """Slot c * per + r (r < per) executes candidate c's chunk, then pi_ref's own chunks, for at most
+    `max_steps` steps: (discounted return (N, per), finished (N, per)). The slots must be at the state
+    the candidates were drawn at (`restore`)."""
     num = len(candidates)
-    per = pool.size // num
-    queues = {s: list(candidates[s // per].reshape(action_horizon, -1)) for s in range(pool.size)}
-    obs = {s: start_obs for s in range(pool.size)}
-    returns, finished = np.zeros(pool.size), np.zeros(pool.size, bool)
-    live, calls = set(range(pool.size)), 0
+    size = num * per
+    queues = {s: list(candidates[s // per].reshape(action_horizon, -1)) for s in range(size)}
+    obs = {s: start_obs for s in range(size)}
+    returns, finished = np.zeros(size), np.zeros(size, bool)
+    live, calls = set(range(size)), 0
     for t in range(max_steps):
         if not live:
             break
@@ -130,10 +133,13 @@ def main(argv=None) -> int:
     parser.add_argument("--horizon", type=int, default=300, help="steps per rollout, the candidate's included")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes stepping the rollouts' environments")
+    parser.add_argument("--envs", type=int, default=16,
+                        help="environments at once (a scene environment holds about 170 MB); more candidates "
+                             "are rolled out in turns, each replaying the episode to the state")
     args = parser.parse_args(argv)
     try:
-        if min(args.states, args.rollouts, args.readouts, args.horizon) < 1:
-            raise EvorError("--states, --rollouts, --readouts and --horizon must be at least 1.")
+        if min(args.states, args.rollouts, args.readouts, args.horizon, args.envs) < 1:
+            raise EvorError("--states, --rollouts, --readouts, --horizon and --envs must be at least 1.")
         run = load_run(args.run, step=args.step)
         if not hasattr(run.agent, "q_star"):
             raise EvorError(f"{args.run} is a {run.config.agent_name} run; this needs an EVOR-like run (Q* of candidates).")
@@ -153,7 +159,8 @@ def main(argv=None) -> int:
               f"{'solved' if success else 'failed'} in {len(actions)} steps; {len(decisions)} decisions; "
               f"N = {settings.num_candidates}, {args.rollouts} rollouts of up to {args.horizon} steps each")
         chosen = sorted({decisions[i] for i in np.linspace(0, len(decisions) - 1, args.states).round().astype(int)})
-        pool = EnvPool(run.env_factory(), settings.num_candidates * args.rollouts, args.workers)
+        turn = max(1, min(settings.num_candidates, args.envs // args.rollouts))  # candidates per turn
+        pool = EnvPool(run.env_factory(), turn * args.rollouts, args.workers)
         reference_policy = run.policy(run.settings(num_candidates=1))
         key = jax.random.PRNGKey(args.seed)
         rows = []
@@ -163,9 +170,15 @@ def main(argv=None) -> int:
                 obs = jnp.asarray(observations[t][None])
                 obs_n, candidates = draw_candidates(run, obs, draw_key)
                 readouts = np.asarray(acting_readouts(run, obs_n, candidates, read_key, 1 + args.readouts))[:, 0]
-                restore(pool, reset_seed, actions[:t], observations[t])
-                achieved, finished = rollouts(pool, reference_policy, np.asarray(candidates[0]), observations[t],
-                                              roll_key, args.horizon, h, args.horizon, discount)
+                candidates = np.asarray(candidates[0])
+                parts = []
+                for first in range(0, len(candidates), turn):
+                    these = candidates[first:first + turn]
+                    restore(pool, len(these) * args.rollouts, reset_seed, actions[:t], observations[t])
+                    parts.append(rollouts(pool, reference_policy, these, args.rollouts, observations[t],
+                                          jax.random.fold_in(roll_key, first), h, args.horizon, discount))
+                achieved = np.concatenate([p[0] for p in parts])
+                finished = np.concatenate([p[1] for p in parts])
                 scores = outcome_scores(readouts[1:].mean(axis=0), readouts[0], achieved)
                 pick = int(np.argmax(readouts[0]))
                 scores.update(step=t, finishing=int(finished.any(axis=1).sum()), pick_finishes=bool(finished[pick].any()))

@@ -345,17 +345,17 @@ def test_candidate_outcomes_rolls_each_candidate_then_the_reference_policy(bench
     from evor.evaluate import EnvPool
 
     outcomes = benchmark_script("candidate_outcomes")
-    pool = EnvPool(_LineEnv, 4)
-    outcomes.restore(pool, 0, np.array([[1.0]]), np.array([1.0], np.float32))  # all four slots at x = 1
+    pool = EnvPool(_LineEnv, 6)  # larger than a turn needs: the script rolls candidates out in turns
+    outcomes.restore(pool, 4, 0, np.array([[1.0]]), np.array([1.0], np.float32))  # slots 0-3 at x = 1
     candidates = np.array([[1.0, 1.0], [-1.0, 0.0]])  # chunk of 2 one-dimensional actions each
     forward = lambda obs, keys: np.ones((len(obs), 2))  # noqa: E731  (the reference policy: +1, +1)
-    returns, finished = outcomes.rollouts(pool, forward, candidates, np.array([1.0], np.float32),
-                                          jax.random.PRNGKey(0), 4, 2, 4, discount=0.5)
+    returns, finished = outcomes.rollouts(pool, forward, candidates, 2, np.array([1.0], np.float32),
+                                          jax.random.PRNGKey(0), 2, 4, discount=0.5)
     # candidate 0: x = 2, 3 (done at 3): 2 + 0.5 * 3; candidate 1: x = 0, 0, 1, 2: 0 + 0 + 0.25 + 0.125 * 2
     np.testing.assert_allclose(returns, [[3.5, 3.5], [0.5, 0.5]])
     assert finished.tolist() == [[True, True], [False, False]]
     with pytest.raises(EvorError, match="did not reach the recorded state"):
-        outcomes.restore(pool, 0, np.array([[1.0]]), np.array([2.0], np.float32))
+        outcomes.restore(pool, 4, 0, np.array([[1.0]]), np.array([2.0], np.float32))
 
 
 def test_candidate_outcome_scores_on_a_known_ranking(benchmark_script):
