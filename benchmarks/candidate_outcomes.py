@@ -44,7 +44,7 @@ import numpy as np
 
 from evor.diagnostics import acting_readouts, draw_candidates, spearman_rows
 from evor.errors import EvorError
-from evor.evaluate import EnvPool, episode_keys, evaluation_seed
+from evor.evaluate import EPISODE_BLOCK, EnvPool, episode_keys, evaluation_seed
 
 
 def play_episode(pool, policy, reset_seed: int, base_key, episode: int, horizon: int):
@@ -109,15 +109,18 @@ def rollouts(pool, reference_policy, candidates: np.ndarray, per: int, start_obs
     return returns.reshape(num, per), finished.reshape(num, per)
 
 
-def outcome_scores(reference: np.ndarray, first_readout: np.ndarray, achieved: np.ndarray) -> dict:
+def outcome_scores(reference: np.ndarray, first_readout: np.ndarray, achieved: np.ndarray,
+                   finished: np.ndarray) -> dict:
     """How one state's Q* (reference readout (N,), acting readout (N,)) ranks what its candidates
-    achieved ((N, R) rollouts)."""
+    achieved ((N, R) rollouts, `finished` (N, R): whether each rollout finished the task). The first
+    choice is the acting readout's argmax, as acting makes it."""
     mean = achieved.mean(axis=1)
     pick = int(np.argmax(first_readout))
     noise = float(np.sqrt(np.mean(achieved.var(axis=1, ddof=1)))) if achieved.shape[1] > 1 else float("nan")
     return {"spearman": float(spearman_rows(reference[None], mean[None])[0]),
             "regret": float(mean.max() - mean[pick]), "gain_over_median": float(mean[pick] - np.median(mean)),
-            "spread": float(mean.std()), "rollout_noise": noise}
+            "spread": float(mean.std()), "rollout_noise": noise, "pick": pick,
+            "finishing": int(finished.any(axis=1).sum()), "pick_finishes": bool(finished[pick].any())}
 
 
 def main(argv=None) -> int:
@@ -140,6 +143,9 @@ def main(argv=None) -> int:
     try:
         if min(args.states, args.rollouts, args.readouts, args.horizon, args.envs) < 1:
             raise EvorError("--states, --rollouts, --readouts, --horizon and --envs must be at least 1.")
+        if not 0 <= args.episode < EPISODE_BLOCK:
+            raise EvorError(f"--episode must be from 0 to {EPISODE_BLOCK - 1} (an evaluation block holds "
+                            f"{EPISODE_BLOCK} episodes); got {args.episode}.")
         run = load_run(args.run, step=args.step)
         if not hasattr(run.agent, "q_star"):
             raise EvorError(f"{args.run} is a {run.config.agent_name} run; this needs an EVOR-like run (Q* of candidates).")
@@ -179,9 +185,8 @@ def main(argv=None) -> int:
                                           jax.random.fold_in(roll_key, first), h, args.horizon, discount))
                 achieved = np.concatenate([p[0] for p in parts])
                 finished = np.concatenate([p[1] for p in parts])
-                scores = outcome_scores(readouts[1:].mean(axis=0), readouts[0], achieved)
-                pick = int(np.argmax(readouts[0]))
-                scores.update(step=t, finishing=int(finished.any(axis=1).sum()), pick_finishes=bool(finished[pick].any()))
+                scores = outcome_scores(readouts[1:].mean(axis=0), readouts[0], achieved, finished)
+                scores["step"] = t
                 rows.append(scores)
                 print(f"  step {t}: Spearman(Q*, achieved) {scores['spearman']:+.2f}; first choice regret "
                       f"{scores['regret']:.1f}, {scores['gain_over_median']:+.1f} over the median; achieved spread "

@@ -12,7 +12,7 @@ import pytest
 
 from evor.data import generate as generate_module
 from evor.data.dataset import Dataset, import_dataset, list_datasets, load_task, read_sidecar, save_dataset
-from evor.data.files import dataset_files
+from evor.data.files import dataset_files, is_validation_file
 from evor.data.generate import generate_dataset
 from evor.data.registry import RECIPES, parse_task_name
 from evor.errors import DataError
@@ -402,6 +402,8 @@ def test_generation_writes_exactly_the_files_the_readers_look_for(cube_dir):
     assert files == (cube_dir / "cube-single-play-v0.npz", cube_dir / "cube-single-play-v0-val.npz",
                      cube_dir / "cube-single-play-v0.json")
     assert sorted(p.name for p in cube_dir.iterdir()) == sorted(p.name for p in files)  # nothing else left
+    assert is_validation_file(files.val) and not is_validation_file(files.train)
+    assert not is_validation_file(cube_dir / "my-val-data.npz")  # only the suffix marks a validation file
 
 
 def test_list_reports_sizes_and_sidecar_facts(cube_dir):

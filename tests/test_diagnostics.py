@@ -361,8 +361,19 @@ def test_candidate_outcomes_rolls_each_candidate_then_the_reference_policy(bench
 def test_candidate_outcome_scores_on_a_known_ranking(benchmark_script):
     outcomes = benchmark_script("candidate_outcomes")
     achieved = np.array([[0.0, 2.0], [4.0, 4.0], [8.0, 10.0]])  # means 1, 4, 9
-    right = outcomes.outcome_scores(np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 5.0]), achieved)
+    finished = np.array([[False, False], [True, False], [False, False]])  # only the middle candidate finishes
+    right = outcomes.outcome_scores(np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 5.0]), achieved, finished)
     assert right["spearman"] == pytest.approx(1.0) and right["regret"] == 0.0 and right["gain_over_median"] == 5.0
+    assert right["pick"] == 2 and right["finishing"] == 1 and not right["pick_finishes"]
     assert right["rollout_noise"] == pytest.approx(np.sqrt((2.0 + 0.0 + 2.0) / 3))  # variances 2, 0, 2 (ddof 1)
-    wrong = outcomes.outcome_scores(np.array([3.0, 2.0, 1.0]), np.array([5.0, 0.0, 0.0]), achieved)
+    wrong = outcomes.outcome_scores(np.array([3.0, 2.0, 1.0]), np.array([5.0, 0.0, 0.0]), achieved, finished)
     assert wrong["spearman"] == pytest.approx(-1.0) and wrong["regret"] == 8.0 and wrong["gain_over_median"] == -3.0
+    middle = outcomes.outcome_scores(np.array([3.0, 2.0, 1.0]), np.array([0.0, 5.0, 0.0]), achieved, finished)
+    assert middle["pick"] == 1 and middle["pick_finishes"]
+
+
+@pytest.mark.parametrize("episode", [-1, 1000])
+def test_candidate_outcomes_refuses_an_episode_outside_the_evaluation_block(benchmark_script, tmp_path, capsys, episode):
+    outcomes = benchmark_script("candidate_outcomes")
+    assert outcomes.main([str(tmp_path), "--episode", str(episode)]) == 2
+    assert "--episode must be from 0 to 999" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evor.data.files import data_dir_path, dataset_files
+from evor.data.files import data_dir_path, dataset_files, is_validation_file
 from evor.data.registry import EXPERT_POLICY_FAMILIES, RECIPES, parse_task_name
 from evor.errors import DataError
 from evor.interrupts import interrupts_deferred
@@ -443,7 +443,7 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
         return []
     rows = []
     for train in sorted(directory.glob("*.npz")):
-        if train.name.endswith("-val.npz"):
+        if is_validation_file(train):
             continue
         name = train.name[:-4]
         val = dataset_files(name, directory).val

@@ -40,13 +40,22 @@ class DatasetFiles(NamedTuple):
     sidecar: Path  # NAME.json: how evor generated it (absent for an imported or downloaded file)
 
 
+VALIDATION_SUFFIX = "-val.npz"
+
+
 def dataset_files(dataset_name: str, data_dir: str | os.PathLike | None = None) -> DatasetFiles:
     """Where dataset `dataset_name` lives in `data_dir` (default: `default_data_dir()`). The one place
     that spells the file names: the generator writes them, the loader, the sidecar reader and the
     listing read them."""
     directory = data_dir_path(data_dir)
-    return DatasetFiles(train=directory / f"{dataset_name}.npz", val=directory / f"{dataset_name}-val.npz",
+    return DatasetFiles(train=directory / f"{dataset_name}.npz", val=directory / f"{dataset_name}{VALIDATION_SUFFIX}",
                         sidecar=directory / f"{dataset_name}.json")
+
+
+def is_validation_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is some dataset's validation file (the inverse question to `dataset_files`, asked
+    when listing a directory)."""
+    return Path(path).name.endswith(VALIDATION_SUFFIX)
 
 
 @contextlib.contextmanager
