@@ -368,6 +368,10 @@ def test_candidate_outcome_scores_on_a_known_ranking(benchmark_script):
     assert right["rollout_noise"] == pytest.approx(np.sqrt((2.0 + 0.0 + 2.0) / 3))  # variances 2, 0, 2 (ddof 1)
     wrong = outcomes.outcome_scores(np.array([3.0, 2.0, 1.0]), np.array([5.0, 0.0, 0.0]), achieved, finished)
     assert wrong["spearman"] == pytest.approx(-1.0) and wrong["regret"] == 8.0 and wrong["gain_over_median"] == -3.0
+    assert right["split_half"] == pytest.approx(1.0)  # halves (0, 4, 8) and (2, 4, 10) agree
+    crossed = outcomes.outcome_scores(np.arange(3.0), np.arange(3.0), np.array([[0.0, 10.0], [5.0, 5.0], [10.0, 0.0]]),
+                                      finished)
+    assert crossed["split_half"] == pytest.approx(-1.0)  # the two halves rank in opposite orders
     middle = outcomes.outcome_scores(np.array([3.0, 2.0, 1.0]), np.array([0.0, 5.0, 0.0]), achieved, finished)
     assert middle["pick"] == 1 and middle["pick_finishes"]
 
@@ -377,3 +381,11 @@ def test_candidate_outcomes_refuses_an_episode_outside_the_evaluation_block(benc
     outcomes = benchmark_script("candidate_outcomes")
     assert outcomes.main([str(tmp_path), "--episode", str(episode)]) == 2
     assert "--episode must be from 0 to 999" in capsys.readouterr().err
+
+
+def test_candidate_outcomes_chooses_states_spread_over_the_decisions_before_until(benchmark_script):
+    choose = benchmark_script("candidate_outcomes").choose_states
+    decisions = list(range(0, 100, 5))  # a decision every 5 steps
+    assert choose(decisions, 3) == [0, 50, 95]
+    assert choose(decisions, 3, until=41) == [0, 20, 40]
+    assert choose(decisions, 10, until=11) == [0, 5, 10]  # no more states than decision points
