@@ -18,7 +18,7 @@ step, the quantity Z models, cut at the horizon. Printed per state and then aver
 - the Spearman correlation of the reference Q* with the achieved returns, beside a ceiling set by the
   rollouts' noise (the Spearman of one half of the rollouts' means with the other half's);
 - the achieved return of the candidate the acting readout puts first, against the best and the median
-  candidate (regret, and gain over the median);
+  candidate (regret, and gain over the median), and against acting with `--fewer` (4) candidates;
 - the spread of achieved returns over candidates against the rollouts' own noise (do the candidates
   differ at all?);
 - how many candidates, and whether the first choice, finish the task in some rollout.
@@ -117,21 +117,31 @@ def choose_states(decisions: list[int], states: int, until: int | None = None) -
 
 
 def outcome_scores(reference: np.ndarray, first_readout: np.ndarray, achieved: np.ndarray,
-                   finished: np.ndarray) -> dict:
+                   finished: np.ndarray, fewer: int = 4) -> dict:
     """How one state's Q* (reference readout (N,), acting readout (N,)) ranks what its candidates
     achieved ((N, R) rollouts, `finished` (N, R): whether each rollout finished the task). The first
-    choice is the acting readout's argmax, as acting makes it."""
+    choice is the acting readout's argmax, as acting makes it.
+
+    `fewer_minus_all`: what acting with `fewer` candidates would achieve here against acting with all N.
+    The N candidates are independent draws from pi_ref with independent readouts, so each of the N //
+    fewer disjoint groups is a draw of acting with `fewer`; its first choice's achieved return, averaged
+    over the groups, minus the first choice's among all N."""
     mean = achieved.mean(axis=1)
     pick = int(np.argmax(first_readout))
+    groups = np.arange(len(mean) // fewer * fewer).reshape(-1, fewer)
+    fewer_picks = groups[np.arange(len(groups)), np.argmax(first_readout[groups], axis=1)]
+    fewer_minus_all = float(mean[fewer_picks].mean() - mean[pick]) if len(groups) else float("nan")
     noise = float(np.sqrt(np.mean(achieved.var(axis=1, ddof=1)))) if achieved.shape[1] > 1 else float("nan")
     # A ceiling for the Spearman above: how well half the rollouts rank the candidates as the other half
     # does. Rollout noise caps what any value model can reach (and this uses half as many rollouts, so
     # the ceiling at all of them is somewhat higher).
-    halves = (achieved[:, 0::2].mean(axis=1), achieved[:, 1::2].mean(axis=1))
-    split_half = float(spearman_rows(halves[0][None], halves[1][None])[0]) if achieved.shape[1] > 1 else float("nan")
+    split_half = float("nan")
+    if achieved.shape[1] > 1:
+        halves = (achieved[:, 0::2].mean(axis=1), achieved[:, 1::2].mean(axis=1))
+        split_half = float(spearman_rows(halves[0][None], halves[1][None])[0])
     return {"spearman": float(spearman_rows(reference[None], mean[None])[0]), "split_half": split_half,
             "regret": float(mean.max() - mean[pick]), "gain_over_median": float(mean[pick] - np.median(mean)),
-            "spread": float(mean.std()), "rollout_noise": noise, "pick": pick,
+            "spread": float(mean.std()), "rollout_noise": noise, "pick": pick, "fewer_minus_all": fewer_minus_all,
             "finishing": int(finished.any(axis=1).sum()), "pick_finishes": bool(finished[pick].any())}
 
 
@@ -149,6 +159,8 @@ def main(argv=None) -> int:
     parser.add_argument("--until", type=int, default=None,
                         help="only decision points before this step (default: the whole episode); the time "
                              "limit minus --horizon lets every rollout run its full horizon")
+    parser.add_argument("--fewer", type=int, default=4,
+                        help="also score acting with this many candidates (disjoint groups of the N drawn)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes stepping the rollouts' environments")
     parser.add_argument("--envs", type=int, default=16,
@@ -158,6 +170,8 @@ def main(argv=None) -> int:
     try:
         if min(args.states, args.rollouts, args.readouts, args.horizon, args.envs) < 1:
             raise EvorError("--states, --rollouts, --readouts, --horizon and --envs must be at least 1.")
+        if args.fewer < 1:
+            raise EvorError(f"--fewer must be at least 1; got {args.fewer}.")
         if args.until is not None and args.until < 1:
             raise EvorError(f"--until must be at least 1 (step 0 is the first decision point); got {args.until}.")
         if not 0 <= args.episode < EPISODE_BLOCK:
@@ -202,22 +216,25 @@ def main(argv=None) -> int:
                                           jax.random.fold_in(roll_key, first), h, args.horizon, discount))
                 achieved = np.concatenate([p[0] for p in parts])
                 finished = np.concatenate([p[1] for p in parts])
-                scores = outcome_scores(readouts[1:].mean(axis=0), readouts[0], achieved, finished)
+                scores = outcome_scores(readouts[1:].mean(axis=0), readouts[0], achieved, finished, args.fewer)
                 scores["step"] = t
                 rows.append(scores)
                 print(f"  step {t}: Spearman(Q*, achieved) {scores['spearman']:+.2f} (split-half ceiling "
                       f"{scores['split_half']:+.2f}); first choice regret "
-                      f"{scores['regret']:.1f}, {scores['gain_over_median']:+.1f} over the median; achieved spread "
+                      f"{scores['regret']:.1f}, {scores['gain_over_median']:+.1f} over the median, with {args.fewer} candidates "
+                      f"{scores['fewer_minus_all']:+.1f}; achieved spread "
                       f"{scores['spread']:.1f} (rollout noise {scores['rollout_noise']:.1f}); {scores['finishing']} of "
                       f"{len(achieved)} candidates finish{' (the first choice among them)' if scores['pick_finishes'] else ''}",
                       flush=True)
         finally:
             pool.close()
         mean = {k: float(np.mean([r[k] for r in rows])) for k in ("spearman", "split_half", "regret", "gain_over_median",
-                                                                  "spread", "rollout_noise", "finishing")}
+                                                                  "fewer_minus_all", "spread", "rollout_noise",
+                                                                  "finishing")}
         print(f"mean over {len(rows)} states: Spearman {mean['spearman']:+.2f} (split-half ceiling "
               f"{mean['split_half']:+.2f}), regret {mean['regret']:.1f}, "
-              f"gain over the median {mean['gain_over_median']:+.1f}, spread {mean['spread']:.1f} (rollout noise "
+              f"gain over the median {mean['gain_over_median']:+.1f}, with {args.fewer} candidates "
+              f"{mean['fewer_minus_all']:+.1f}, spread {mean['spread']:.1f} (rollout noise "
               f"{mean['rollout_noise']:.1f}), {mean['finishing']:.1f} candidates finish, the first choice at "
               f"{sum(r['pick_finishes'] for r in rows)} of {len(rows)} states ({time.time() - started:.0f} s)")
     except EvorError as exc:

@@ -389,3 +389,19 @@ def test_candidate_outcomes_chooses_states_spread_over_the_decisions_before_unti
     assert choose(decisions, 3) == [0, 50, 95]
     assert choose(decisions, 3, until=41) == [0, 20, 40]
     assert choose(decisions, 10, until=11) == [0, 5, 10]  # no more states than decision points
+
+
+def test_candidate_outcomes_scores_acting_with_fewer_candidates_on_disjoint_groups(benchmark_script):
+    outcomes = benchmark_script("candidate_outcomes")
+    achieved = np.array([[1.0], [0.0], [5.0], [2.0], [3.0], [9.0]])  # one rollout each
+    first = np.array([0.0, 1.0, 2.0, 0.0, 1.0, 9.0])  # all six put candidate 5 first
+    finished = np.zeros((6, 1), bool)
+    # Groups (0, 1) and (2, 3) and (4, 5) put candidates 1, 2 and 5 first: achieved 0, 5, 9 against 9.
+    scores = outcomes.outcome_scores(first, first, achieved, finished, fewer=2)
+    assert scores["pick"] == 5 and scores["fewer_minus_all"] == pytest.approx((0.0 + 5.0 + 9.0) / 3 - 9.0)
+    # Groups (0, 1, 2) and (3, 4, 5) put candidates 2 and 5 first; an overconfident readout on candidate 1
+    # makes all six choose badly and the groups of three choose candidate 1 in the first group only.
+    misled = np.array([0.0, 20.0, 2.0, 0.0, 1.0, 9.0])
+    scores = outcomes.outcome_scores(first, misled, achieved, finished, fewer=3)
+    assert scores["pick"] == 1 and scores["fewer_minus_all"] == pytest.approx((0.0 + 9.0) / 2 - 0.0)
+    assert np.isnan(outcomes.outcome_scores(first, first, achieved, finished, fewer=7)["fewer_minus_all"])
