@@ -6,15 +6,16 @@ calibrated and as readable as on scene task 1, where 32 do better. `evor diagnos
 readout against more readouts of the same model; it cannot say whether the candidate the model puts
 first is one that does well. This script measures that.
 
-It plays one episode of the run's final-evaluation block at the run's inference settings, with the
-keys `evor eval` uses (so it is that evaluation's episode), and at `--states` of its decision points
-spread over the episode draws the N candidates acting draws there and reads their Q* as acting reads
-it (one readout, and the mean of `--readouts` as a steadier reference). Each candidate is then
-executed from that state and followed by pi_ref alone (N = 1) up to `--horizon` steps, `--rollouts`
-times with different keys. The state is restored by replaying the episode's actions from its
-reproducible reset, and each replay is checked bit for bit against the recorded observation. The
-candidate's achieved return is the mean over its rollouts of the discounted return from its first
-step, the quantity Z models, cut at the horizon. Printed per state and then averaged over states:
+It plays one episode of the run's final-evaluation block at the run's inference settings, with the keys
+`evor eval` uses (so it is that evaluation's episode), and at `--states` of its decision points spread
+over the episode draws the N candidates acting draws there and reads their Q* as acting reads it (one
+readout, and the mean of `--readouts` as a steadier reference). Each candidate is then executed from
+that state and followed by pi_ref alone (N = 1; `--continue-with N` continues with the policy acting at
+N candidates instead) up to `--horizon` steps, `--rollouts` times with different keys. The state is
+restored by replaying the episode's actions from its reproducible reset, and each replay is checked bit
+for bit against the recorded observation. The candidate's achieved return is the mean over its rollouts
+of the discounted return from its first step, the quantity Z models, cut at the horizon. Printed per
+state and then averaged over states:
 - the Spearman correlation of the reference Q* with the achieved returns, beside a ceiling set by the
   rollouts' noise (the Spearman of one half of the rollouts' means with the other half's);
 - the achieved return of the candidate the acting readout puts first, against the best and the median
@@ -80,9 +81,10 @@ def restore(pool, slots: int, reset_seed: int, actions: np.ndarray, expected: np
                             "the environment is not reproducible here, so candidate outcomes would be wrong.")
 
 
-def rollouts(pool, reference_policy, candidates: np.ndarray, per: int, start_obs: np.ndarray, key,
+def rollouts(pool, continuation, candidates: np.ndarray, per: int, start_obs: np.ndarray, key,
              action_horizon: int, max_steps: int, discount: float):
-    """Slot c * per + r (r < per) executes candidate c's chunk, then pi_ref's own chunks, for at most
+    """Slot c * per + r (r < per) executes candidate c's chunk, then the `continuation` policy's chunks
+    (pi_ref alone unless `--continue-with` says otherwise), for at most
     `max_steps` steps: (discounted return (N, per), finished (N, per)). The slots must be at the state
     the candidates were drawn at (`restore`)."""
     num = len(candidates)
@@ -97,7 +99,7 @@ def rollouts(pool, reference_policy, candidates: np.ndarray, per: int, start_obs
         empty = sorted(s for s in live if not queues[s])
         if empty:
             keys = episode_keys(key, np.array(empty, np.int32), np.full(len(empty), calls, np.int32))
-            chunks = np.asarray(reference_policy(np.stack([obs[s] for s in empty]), keys))
+            chunks = np.asarray(continuation(np.stack([obs[s] for s in empty]), keys))
             calls += 1
             for s, chunk in zip(empty, chunks):
                 queues[s] = list(chunk.reshape(action_horizon, -1))
@@ -161,6 +163,9 @@ def main(argv=None) -> int:
                              "limit minus --horizon lets every rollout run its full horizon")
     parser.add_argument("--fewer", type=int, default=4,
                         help="also score acting with this many candidates (disjoint groups of the N drawn)")
+    parser.add_argument("--continue-with", type=int, default=1,
+                        help="candidates per decision of the policy that continues after each candidate's chunk "
+                             "(1: pi_ref alone; the run's N: the policy as it acts)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes stepping the rollouts' environments")
     parser.add_argument("--envs", type=int, default=16,
@@ -172,6 +177,8 @@ def main(argv=None) -> int:
             raise EvorError("--states, --rollouts, --readouts, --horizon and --envs must be at least 1.")
         if args.fewer < 1:
             raise EvorError(f"--fewer must be at least 1; got {args.fewer}.")
+        if args.continue_with < 1:
+            raise EvorError(f"--continue-with must be at least 1 (1 is pi_ref alone); got {args.continue_with}.")
         if args.until is not None and args.until < 1:
             raise EvorError(f"--until must be at least 1 (step 0 is the first decision point); got {args.until}.")
         if not 0 <= args.episode < EPISODE_BLOCK:
@@ -194,11 +201,12 @@ def main(argv=None) -> int:
             one.close()
         print(f"{args.run} step {run.step}: episode {args.episode} (reset seed {reset_seed}) "
               f"{'solved' if success else 'failed'} in {len(actions)} steps; {len(decisions)} decisions; "
-              f"N = {settings.num_candidates}, {args.rollouts} rollouts of up to {args.horizon} steps each")
+              f"N = {settings.num_candidates}, {args.rollouts} rollouts of up to {args.horizon} steps each, "
+              f"continued by {'pi_ref alone' if args.continue_with == 1 else f'the policy at N = {args.continue_with}'}")
         chosen = choose_states(decisions, args.states, args.until)
         turn = max(1, min(settings.num_candidates, args.envs // args.rollouts))  # candidates per turn
         pool = EnvPool(run.env_factory(), turn * args.rollouts, args.workers)
-        reference_policy = run.policy(run.settings(num_candidates=1))
+        continuation = run.policy(run.settings(num_candidates=args.continue_with))
         key = jax.random.PRNGKey(args.seed)
         rows = []
         try:
@@ -212,7 +220,7 @@ def main(argv=None) -> int:
                 for first in range(0, len(candidates), turn):
                     these = candidates[first:first + turn]
                     restore(pool, len(these) * args.rollouts, reset_seed, actions[:t], observations[t])
-                    parts.append(rollouts(pool, reference_policy, these, args.rollouts, observations[t],
+                    parts.append(rollouts(pool, continuation, these, args.rollouts, observations[t],
                                           jax.random.fold_in(roll_key, first), h, args.horizon, discount))
                 achieved = np.concatenate([p[0] for p in parts])
                 finished = np.concatenate([p[1] for p in parts])

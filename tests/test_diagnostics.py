@@ -376,11 +376,14 @@ def test_candidate_outcome_scores_on_a_known_ranking(benchmark_script):
     assert middle["pick"] == 1 and middle["pick_finishes"]
 
 
-@pytest.mark.parametrize("episode", [-1, 1000])
-def test_candidate_outcomes_refuses_an_episode_outside_the_evaluation_block(benchmark_script, tmp_path, capsys, episode):
+@pytest.mark.parametrize("argument, message", [(["--episode", "-1"], "--episode must be from 0 to 999"),
+                                               (["--episode", "1000"], "--episode must be from 0 to 999"),
+                                               (["--continue-with", "0"], "--continue-with must be at least 1"),
+                                               (["--until", "0"], "--until must be at least 1")])
+def test_candidate_outcomes_refuses_bad_arguments_by_name(benchmark_script, tmp_path, capsys, argument, message):
     outcomes = benchmark_script("candidate_outcomes")
-    assert outcomes.main([str(tmp_path), "--episode", str(episode)]) == 2
-    assert "--episode must be from 0 to 999" in capsys.readouterr().err
+    assert outcomes.main([str(tmp_path), *argument]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_candidate_outcomes_chooses_states_spread_over_the_decisions_before_until(benchmark_script):
