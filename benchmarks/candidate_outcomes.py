@@ -84,9 +84,9 @@ def restore(pool, slots: int, reset_seed: int, actions: np.ndarray, expected: np
 def rollouts(pool, continuation, candidates: np.ndarray, per: int, start_obs: np.ndarray, key,
              action_horizon: int, max_steps: int, discount: float):
     """Slot c * per + r (r < per) executes candidate c's chunk, then the `continuation` policy's chunks
-    (pi_ref alone unless `--continue-with` says otherwise), for at most
-    `max_steps` steps: (discounted return (N, per), finished (N, per)). The slots must be at the state
-    the candidates were drawn at (`restore`)."""
+    (pi_ref alone unless `--continue-with` says otherwise), for at most `max_steps` steps: (discounted
+    return (N, per), finished (N, per)). The slots must be at the state the candidates were drawn at
+    (`restore`)."""
     num = len(candidates)
     size = num * per
     queues = {s: list(candidates[s // per].reshape(action_horizon, -1)) for s in range(size)}
