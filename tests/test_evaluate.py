@@ -64,6 +64,36 @@ def test_chunked_actions_run_open_loop_in_workers():
     assert vectorised["per_episode_return"] == sequential["per_episode_return"]
 
 
+class ScriptedRewardEnv:
+    """Episode `seed` pays the rewards SCRIPTS[seed % 3] step by step, then ends: rewards as OGBench's
+    single-task manipulation environments give them, (subtasks in their goal state) - (subtasks)."""
+
+    SCRIPTS = [[-3.0, -2.0, -1.0, -2.0, -3.0], [-2.0, -2.0, 0.0], [-4.0, -4.0, -4.0, -4.0]]
+
+    def reset(self, seed=None):
+        self.script, self.t = self.SCRIPTS[seed % 3], 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        reward = self.script[self.t]
+        self.t += 1
+        solved = reward == 0.0
+        return np.zeros(2, np.float32), reward, solved, self.t >= len(self.script), {"success": float(solved)}
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("pool_size,workers", [(1, 0), (4, 2)])
+def test_each_episode_keeps_its_best_and_last_step_reward(pool_size, workers):
+    result = evaluate_policy(ScriptedRewardEnv, noisy_policy, 6, seed=0, pool_size=pool_size, workers=workers)
+    # Episodes 0..5 reset with seeds 0..5: scripts 0, 1, 2, 0, 1, 2.
+    assert result["per_episode_best_step_reward"] == [-1.0, 0.0, -4.0] * 2
+    assert result["per_episode_last_step_reward"] == [-3.0, 0.0, -4.0] * 2
+    assert result["per_episode_return"] == [-11.0, -4.0, -16.0] * 2
+    assert result["per_episode_success"] == [0.0, 1.0, 0.0] * 2
+
+
 def test_a_dead_worker_is_reported():
     from evor.errors import EvorError
 

@@ -126,6 +126,28 @@ def test_an_archived_continued_cell_keeps_its_earlier_score_and_reproduces_its_r
     assert found.reproduces and not found.only_one_side and found.compared["compare_eval.json"] > 100
 
 
+def test_a_per_episode_list_an_older_record_lacks_is_listed_not_a_difference(tmp_path):
+    # Evaluations now keep each episode's best and last step reward; a record written before that still
+    # reproduces on everything both sides have, and the list only the run has is named.
+    record = _write_run(tmp_path / "record")
+    run = _write_run(tmp_path / "run")
+    result = json.loads((run / "compare_eval.json").read_text())
+    result["per_episode_best_step_reward"] = [-1.0] * 50
+    (run / "compare_eval.json").write_text(json.dumps(result))
+    found = diff_runs(run, record)
+    assert found.reproduces
+    assert "compare_eval.json: per_episode_best_step_reward missing from the record" in found.only_one_side
+    # Where both sides kept it, a changed value is a difference like any other.
+    (record / "compare_eval.json").write_text(json.dumps({**result, "per_episode_best_step_reward": [-2.0] * 50}))
+    found = diff_runs(run, record)
+    assert not found.reproduces
+    assert any(d.startswith("compare_eval.json per_episode_best_step_reward:") for d in found.differences)
+    # A summary value missing from one side is still a difference: only per-episode lists are excused.
+    result["return_mean"] = -1.0
+    (run / "compare_eval.json").write_text(json.dumps(result))
+    assert not diff_runs(run, _write_run(tmp_path / "record2")).reproduces
+
+
 @pytest.mark.parametrize("only_here, only_there", [(0, 6), (1, 1), (2, 9), (5, 0), (12, 20), (0, 0)])
 def test_the_success_gap_is_an_exact_mcnemar_test(only_here, only_there):
     # Known answers: with b + c discordant episodes the two-sided exact p is 2 P(Binomial(b + c, 1/2) <=

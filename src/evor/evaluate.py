@@ -171,6 +171,10 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                     action_horizon: int = 1, discount: float | None = None) -> dict:
     """Success rate and returns over `num_episodes` episodes (also discounted returns with `discount`).
 
+    Each episode also keeps its best and its last step reward. In OGBench's single-task manipulation
+    environments a step's reward is (subtasks in their goal state) - (subtasks), so these say how close
+    an unsolved episode came and where it ended: progress that success alone does not show.
+
     With `action_horizon` h > 1 the policy returns chunks (P, h * action_dim) that are executed
     open-loop: an environment asks for a new chunk only when its current one is used up.
     `make_env` must be picklable when `workers` > 0 (e.g. an `OGBenchEnv`).
@@ -194,7 +198,7 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                 slots[slot] = None
                 continue
             slots[slot] = {"episode": next_episode, "return": 0.0, "discounted_return": 0.0, "length": 0,
-                           "calls": 0, "queue": []}
+                           "best_step_reward": -np.inf, "last_step_reward": 0.0, "calls": 0, "queue": []}
             seeds[slot] = seed + next_episode
             next_episode += 1
         for slot, ob in pool.reset(seeds).items():
@@ -223,6 +227,8 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                     record = slots[slot]
                     num_steps += 1
                     record["return"] += reward
+                    record["best_step_reward"] = max(record["best_step_reward"], reward)
+                    record["last_step_reward"] = reward
                     if discount is not None:
                         record["discounted_return"] += discount ** record["length"] * reward
                     record["length"] += 1
@@ -256,6 +262,8 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
         "compute": compute_context(),
         "per_episode_success": successes.tolist(),
         "per_episode_return": returns.tolist(),
+        "per_episode_best_step_reward": [r["best_step_reward"] for r in results],
+        "per_episode_last_step_reward": [r["last_step_reward"] for r in results],
     }
     if discount is not None:
         out["discount"] = discount
