@@ -60,7 +60,7 @@ def play_episode(pool, policy, reset_seed: int, base_key, episode: int, horizon:
         calls += 1
         decisions.append(len(actions))
         for action in chunk:
-            ob, _, done, success = pool.step({0: action})[0]
+            ob, _, done, success, _ = pool.step({0: action})[0]
             actions.append(np.asarray(action))
             observations.append(np.asarray(ob, np.float32))
             if done:
@@ -103,7 +103,7 @@ def rollouts(pool, continuation, candidates: np.ndarray, per: int, start_obs: np
             calls += 1
             for s, chunk in zip(empty, chunks):
                 queues[s] = list(chunk.reshape(action_horizon, -1))
-        for s, (ob, reward, done, success) in pool.step({s: queues[s].pop(0) for s in live}).items():
+        for s, (ob, reward, done, success, _) in pool.step({s: queues[s].pop(0) for s in live}).items():
             returns[s] += discount ** t * reward
             finished[s] |= success > 0
             obs[s] = np.asarray(ob, np.float32)

@@ -64,34 +64,62 @@ def test_chunked_actions_run_open_loop_in_workers():
     assert vectorised["per_episode_return"] == sequential["per_episode_return"]
 
 
-class ScriptedRewardEnv:
-    """Episode `seed` pays the rewards SCRIPTS[seed % 3] step by step, then ends: rewards as OGBench's
-    single-task manipulation environments give them, (subtasks in their goal state) - (subtasks)."""
+class ScriptedSubtaskEnv:
+    """Episode `seed` steps through the subtask states SCRIPTS[seed % 3] (three subtasks, 1 = in its
+    goal state), then ends; it pays what OGBench's single-task manipulation environments pay, (subtasks
+    in their goal state) - (subtasks), and reports the states the way `subtask_successes` reads them."""
 
-    SCRIPTS = [[-3.0, -2.0, -1.0, -2.0, -3.0], [-2.0, -2.0, 0.0], [-4.0, -4.0, -4.0, -4.0]]
+    SCRIPTS = [[(0, 0, 1), (1, 0, 1), (1, 1, 0), (0, 0, 0)],  # reaches every subtask, never all at once
+               [(1, 1, 0), (1, 1, 1)],  # solved at its second step
+               [(0, 0, 0), (0, 0, 0), (0, 0, 0)]]
 
     def reset(self, seed=None):
-        self.script, self.t = self.SCRIPTS[seed % 3], 0
+        self.script, self.t = self.SCRIPTS[seed % 3], -1
         return np.zeros(2, np.float32), {}
 
+    def _compute_successes(self):
+        return [bool(x) for x in self.script[self.t]]
+
     def step(self, action):
-        reward = self.script[self.t]
         self.t += 1
-        solved = reward == 0.0
-        return np.zeros(2, np.float32), reward, solved, self.t >= len(self.script), {"success": float(solved)}
+        state = self.script[self.t]
+        reward, solved = float(sum(state) - len(state)), all(state)
+        return np.zeros(2, np.float32), reward, solved, self.t + 1 >= len(self.script), {"success": float(solved)}
 
     def close(self):
         pass
 
 
+class SceneLikeEnv(ScriptedSubtaskEnv):
+    """Subtasks grouped as OGBench's scene environment groups them: (cubes, buttons, drawer, window)."""
+
+    def _compute_successes(self):
+        a, b, c = (bool(x) for x in self.script[self.t])
+        return [a], [b, c], c, a
+
+
 @pytest.mark.parametrize("pool_size,workers", [(1, 0), (4, 2)])
-def test_each_episode_keeps_its_best_and_last_step_reward(pool_size, workers):
-    result = evaluate_policy(ScriptedRewardEnv, noisy_policy, 6, seed=0, pool_size=pool_size, workers=workers)
+def test_each_episode_keeps_its_progress_best_and_last_reward_and_subtasks(pool_size, workers):
+    result = evaluate_policy(ScriptedSubtaskEnv, noisy_policy, 6, seed=0, pool_size=pool_size, workers=workers)
     # Episodes 0..5 reset with seeds 0..5: scripts 0, 1, 2, 0, 1, 2.
-    assert result["per_episode_best_step_reward"] == [-1.0, 0.0, -4.0] * 2
-    assert result["per_episode_last_step_reward"] == [-3.0, 0.0, -4.0] * 2
-    assert result["per_episode_return"] == [-11.0, -4.0, -16.0] * 2
+    assert result["per_episode_best_step_reward"] == [-1.0, 0.0, -3.0] * 2
+    assert result["per_episode_last_step_reward"] == [-3.0, 0.0, -3.0] * 2
+    assert result["per_episode_return"] == [-7.0, -1.0, -9.0] * 2
     assert result["per_episode_success"] == [0.0, 1.0, 0.0] * 2
+    assert result["per_episode_subtasks_reached"] == [[1, 1, 1], [1, 1, 1], [0, 0, 0]] * 2
+    assert result["per_episode_subtasks_at_end"] == [[0, 0, 0], [1, 1, 1], [0, 0, 0]] * 2
+
+
+def test_subtasks_are_read_flat_in_the_environments_order_and_absent_without_them():
+    from evor.data.registry import subtask_successes
+
+    env = SceneLikeEnv()
+    env.reset(seed=0)
+    env.step(None)
+    assert subtask_successes(env) == (False, False, True, True, False)  # (0, 0, 1) as [a], [b, c], c, a
+    assert subtask_successes(DriftEnv()) is None
+    result = evaluate_policy(DriftEnv, noisy_policy, 3, seed=0)
+    assert "per_episode_subtasks_reached" not in result and len(result["per_episode_best_step_reward"]) == 3
 
 
 def test_a_dead_worker_is_reported():

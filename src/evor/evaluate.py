@@ -21,7 +21,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from evor.data.registry import make_env, reset_reproducibly
+from evor.data.registry import make_env, reset_reproducibly, subtask_successes
 from evor.errors import EvorError
 from evor.progress import progress_bar
 
@@ -40,6 +40,12 @@ class OGBenchEnv:
         return make_env(self.env_name, success_timing=self.success_timing)
 
 
+def _step(env, action) -> tuple:
+    """One step: (observation, reward, episode over, success, subtasks in their goal state or None)."""
+    ob, reward, terminated, truncated, info = env.step(action)
+    return ob, float(reward), bool(terminated or truncated), float(info.get("success", 0.0)), subtask_successes(env)
+
+
 def _worker(connection, make_env, count: int):
     """Hold `count` environments; answer ('reset', [(i, seed)]) and ('step', [(i, action)]) messages."""
     envs = [make_env() for _ in range(count)]
@@ -49,11 +55,7 @@ def _worker(connection, make_env, count: int):
             if command == "reset":
                 connection.send([reset_reproducibly(envs[i], seed)[0] for i, seed in payload])
             elif command == "step":
-                out = []
-                for i, action in payload:
-                    ob, reward, terminated, truncated, info = envs[i].step(action)
-                    out.append((ob, float(reward), bool(terminated or truncated), float(info.get("success", 0.0))))
-                connection.send(out)
+                connection.send([_step(envs[i], action) for i, action in payload])
             else:
                 break
     except (EOFError, KeyboardInterrupt):
@@ -114,11 +116,7 @@ class EnvPool:
 
     def step(self, actions: dict) -> dict:
         if self.workers == 0:
-            out = {}
-            for slot, action in actions.items():
-                ob, reward, terminated, truncated, info = self.envs[slot].step(action)
-                out[slot] = (ob, float(reward), bool(terminated or truncated), float(info.get("success", 0.0)))
-            return out
+            return {slot: _step(self.envs[slot], action) for slot, action in actions.items()}
         return self._exchange("step", actions)
 
     def close(self):
@@ -171,9 +169,12 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                     action_horizon: int = 1, discount: float | None = None) -> dict:
     """Success rate and returns over `num_episodes` episodes (also discounted returns with `discount`).
 
-    Each episode also keeps its best and its last step reward. In OGBench's single-task manipulation
-    environments a step's reward is (subtasks in their goal state) - (subtasks), so these say how close
-    an unsolved episode came and where it ended: progress that success alone does not show.
+    Each episode also keeps its best and its last step reward and, where the environment has subtasks
+    (`subtask_successes`), which of them it ever had in their goal state and which at its end: the
+    progress an unsolved episode made, which success alone does not show. In OGBench's single-task
+    manipulation environments a step's reward is (subtasks in their goal state) - (subtasks); where a
+    task starts with some subtasks in their goal state and must undo them on the way (scene task 2
+    unlocks its buttons to close the drawer and window), only the per-subtask record shows progress.
 
     With `action_horizon` h > 1 the policy returns chunks (P, h * action_dim) that are executed
     open-loop: an environment asks for a new chunk only when its current one is used up.
@@ -198,7 +199,8 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                 slots[slot] = None
                 continue
             slots[slot] = {"episode": next_episode, "return": 0.0, "discounted_return": 0.0, "length": 0,
-                           "best_step_reward": -np.inf, "last_step_reward": 0.0, "calls": 0, "queue": []}
+                           "best_step_reward": -np.inf, "last_step_reward": 0.0, "subtasks_reached": None,
+                           "subtasks_at_end": None, "calls": 0, "queue": []}
             seeds[slot] = seed + next_episode
             next_episode += 1
         for slot, ob in pool.reset(seeds).items():
@@ -223,12 +225,16 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                             record["calls"] += 1
                 actions = {slot: record["queue"].pop(0) for slot, record in enumerate(slots) if record is not None}
                 finished = []
-                for slot, (ob, reward, done, success) in pool.step(actions).items():
+                for slot, (ob, reward, done, success, subtasks) in pool.step(actions).items():
                     record = slots[slot]
                     num_steps += 1
                     record["return"] += reward
                     record["best_step_reward"] = max(record["best_step_reward"], reward)
                     record["last_step_reward"] = reward
+                    if subtasks is not None:
+                        reached = record["subtasks_reached"] or [False] * len(subtasks)
+                        record["subtasks_reached"] = [a or b for a, b in zip(reached, subtasks)]
+                        record["subtasks_at_end"] = list(subtasks)
                     if discount is not None:
                         record["discounted_return"] += discount ** record["length"] * reward
                     record["length"] += 1
@@ -265,6 +271,9 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
         "per_episode_best_step_reward": [r["best_step_reward"] for r in results],
         "per_episode_last_step_reward": [r["last_step_reward"] for r in results],
     }
+    if all(r["subtasks_at_end"] is not None for r in results):
+        out["per_episode_subtasks_reached"] = [[int(x) for x in r["subtasks_reached"]] for r in results]
+        out["per_episode_subtasks_at_end"] = [[int(x) for x in r["subtasks_at_end"]] for r in results]
     if discount is not None:
         out["discount"] = discount
         out["per_episode_discounted_return"] = [r["discounted_return"] for r in results]

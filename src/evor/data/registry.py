@@ -104,6 +104,25 @@ def reset_reproducibly(env, seed: int):
     return ob, info
 
 
+def subtask_successes(env) -> tuple[bool, ...] | None:
+    """Whether each subtask of the current task is in its goal state now, or None for an environment
+    without subtasks (locomaze, a test double). A manipulation task is solved when all are, and its
+    single-task reward is their count minus their number (cube: each cube at its target; puzzle: each
+    button in its goal colour; scene: the cube, the two buttons, the drawer, the window, in that order).
+    This reads the same private check OGBench computes its reward and success from; it has no side
+    effects, so asking it after a step changes nothing."""
+    check = getattr(getattr(env, "unwrapped", env), "_compute_successes", None)
+    if check is None:
+        return None
+
+    def flat(value):
+        if isinstance(value, (list, tuple)):
+            return [bool(x) for item in value for x in flat(item)]
+        return [bool(value)]
+
+    return tuple(flat(check()))
+
+
 def get_recipe(dataset_name: str) -> DatasetRecipe:
     if dataset_name in RECIPES:
         return RECIPES[dataset_name]
