@@ -108,6 +108,8 @@ def test_each_episode_keeps_its_progress_best_and_last_reward_and_subtasks(pool_
     assert result["per_episode_success"] == [0.0, 1.0, 0.0] * 2
     assert result["per_episode_subtasks_reached"] == [[1, 1, 1], [1, 1, 1], [0, 0, 0]] * 2
     assert result["per_episode_subtasks_at_end"] == [[0, 0, 0], [1, 1, 1], [0, 0, 0]] * 2
+    # Script 1 had its first two subtasks in their goal state at every step, its third not at the first.
+    assert result["per_episode_subtasks_ever_out_of_goal"] == [[1, 1, 1], [0, 0, 1], [1, 1, 1]] * 2
 
 
 def test_subtasks_are_read_flat_in_the_environments_order_and_absent_without_them():

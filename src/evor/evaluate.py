@@ -170,8 +170,9 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
     """Success rate and returns over `num_episodes` episodes (also discounted returns with `discount`).
 
     Each episode also keeps its best and its last step reward and, where the environment has subtasks
-    (`subtask_successes`), which of them it ever had in their goal state and which at its end: the
-    progress an unsolved episode made, which success alone does not show. In OGBench's single-task
+    (`subtask_successes`), which of them it ever had in their goal state, which it ever had out of it,
+    and which were in it at its end: the progress an unsolved episode made, which success alone does
+    not show (a subtask that starts in its goal state and was ever out of it was undone on the way). In OGBench's single-task
     manipulation environments a step's reward is (subtasks in their goal state) - (subtasks); where a
     task starts with some subtasks in their goal state and must undo them on the way (scene task 2
     unlocks its buttons to close the drawer and window), only the per-subtask record shows progress.
@@ -200,7 +201,7 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                 continue
             slots[slot] = {"episode": next_episode, "return": 0.0, "discounted_return": 0.0, "length": 0,
                            "best_step_reward": -np.inf, "last_step_reward": 0.0, "subtasks_reached": None,
-                           "subtasks_at_end": None, "calls": 0, "queue": []}
+                           "subtasks_out_of_goal": None, "subtasks_at_end": None, "calls": 0, "queue": []}
             seeds[slot] = seed + next_episode
             next_episode += 1
         for slot, ob in pool.reset(seeds).items():
@@ -234,6 +235,8 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                     if subtasks is not None:
                         reached = record["subtasks_reached"] or [False] * len(subtasks)
                         record["subtasks_reached"] = [a or b for a, b in zip(reached, subtasks)]
+                        out_of_goal = record["subtasks_out_of_goal"] or [False] * len(subtasks)
+                        record["subtasks_out_of_goal"] = [a or not b for a, b in zip(out_of_goal, subtasks)]
                         record["subtasks_at_end"] = list(subtasks)
                     if discount is not None:
                         record["discounted_return"] += discount ** record["length"] * reward
@@ -273,6 +276,7 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
     }
     if all(r["subtasks_at_end"] is not None for r in results):
         out["per_episode_subtasks_reached"] = [[int(x) for x in r["subtasks_reached"]] for r in results]
+        out["per_episode_subtasks_ever_out_of_goal"] = [[int(x) for x in r["subtasks_out_of_goal"]] for r in results]
         out["per_episode_subtasks_at_end"] = [[int(x) for x in r["subtasks_at_end"]] for r in results]
     if discount is not None:
         out["discount"] = discount
