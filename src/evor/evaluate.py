@@ -172,10 +172,11 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
     Each episode also keeps its best and its last step reward and, where the environment has subtasks
     (`subtask_successes`), which of them it ever had in their goal state, which it ever had out of it,
     and which were in it at its end: the progress an unsolved episode made, which success alone does
-    not show (a subtask that starts in its goal state and was ever out of it was undone on the way). In OGBench's single-task
-    manipulation environments a step's reward is (subtasks in their goal state) - (subtasks); where a
-    task starts with some subtasks in their goal state and must undo them on the way (scene task 2
-    unlocks its buttons to close the drawer and window), only the per-subtask record shows progress.
+    not show (a subtask that starts in its goal state and was ever out of it was undone on the way).
+    In OGBench's single-task manipulation environments a step's reward is (subtasks in their goal
+    state) - (subtasks); where a task starts with some subtasks in their goal state and must undo them
+    on the way (scene task 2 unlocks its buttons to close the drawer and window), only the per-subtask
+    record shows progress.
 
     With `action_horizon` h > 1 the policy returns chunks (P, h * action_dim) that are executed
     open-loop: an environment asks for a new chunk only when its current one is used up.

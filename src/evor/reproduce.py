@@ -89,16 +89,16 @@ def _flat(tree, prefix: str = "") -> dict:
     return out
 
 
-def _diff_values(where: str, ours: dict, theirs: dict, ignored: set, found: RunDiff) -> int:
+def _diff_values(where: str, ours: dict, theirs: dict, ignored: set, found: RunDiff,
+                 may_lack: tuple[str, ...] = ()) -> int:
     """Every value either side has, nested ones included, except under the top-level keys `ignored`,
-    compared exactly; each unequal one is a difference. Returns how many were compared."""
+    compared exactly; each unequal one is a difference, and so is a value one side lacks unless its key
+    starts with one of `may_lack` (then it is listed as on one side only). Returns how many were compared."""
     ours, theirs = (_flat({k: v for k, v in tree.items() if k not in ignored}) for tree in (ours, theirs))
     keys = sorted(set(ours) | set(theirs))
     for key in keys:
         a, b = ours.get(key, ABSENT), theirs.get(key, ABSENT)
-        if (a is ABSENT or b is ABSENT) and key.startswith("per_episode_"):
-            # A per-episode list that one side's evaluation did not keep yet (a record written before it
-            # was added) says nothing about whether the episodes match; the lists both sides have do.
+        if (a is ABSENT or b is ABSENT) and key.startswith(may_lack):
             found.only_one_side.append(f"{where}: {key} missing from {'the record' if b is ABSENT else 'the run'}")
         elif a != b:
             found.differences.append(f"{where} {key}: {_show(a)} here, {_show(b)} in the record")
@@ -173,7 +173,10 @@ def _diff_evaluations(name: str, ours: dict, theirs: dict, found: RunDiff):
     for identity in [i for i in labels if i in ours and i in theirs]:
         where = f"{name} ({labels[identity]})" if labels[identity] else name
         a, b = ours[identity], theirs[identity]
-        found.compared[name] = found.compared.get(name, 0) + _diff_values(where, a, b, EVALUATION_IGNORED, found)
+        # A per-episode list that one side's evaluation did not keep yet (a record written before it was
+        # added) says nothing about whether the episodes match; the lists both sides have do.
+        found.compared[name] = found.compared.get(name, 0) + _diff_values(where, a, b, EVALUATION_IGNORED, found,
+                                                                          may_lack=("per_episode_",))
         # Say how many episodes differ, not just that the list does.
         for key in ("per_episode_return", "per_episode_success"):
             x, y = a.get(key), b.get(key)
