@@ -3,11 +3,13 @@ Ctrl-C path where asked (evor/interrupts.py)."""
 
 import os
 import signal
+import sys
 import time
+import weakref
 
 import pytest
 
-from evor.interrupts import Terminated, interrupts_deferred, sigterm_as_interrupt
+from evor.interrupts import Terminated, dropped_interrupts_reraised, interrupts_deferred, sigterm_as_interrupt
 
 
 @pytest.fixture
@@ -82,3 +84,80 @@ def test_sigterm_inside_the_block_is_raised_as_a_keyboard_interrupt_that_says_te
             reached_end = True
     assert raised.type is Terminated and not reached_end  # unlike a deferred Ctrl-C, it stops the block
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+class _Collected:
+    pass
+
+
+def _drop_inside_a_weakref_callback(exception: BaseException):
+    """Raise `exception` where CPython cannot propagate it: in a weakref callback, which runs when the
+    referent goes (as importlib's module-lock callback does during imports)."""
+    def callback(_):
+        raise exception
+
+    thing = _Collected()
+    ref = weakref.ref(thing, callback)
+    del thing
+    return ref
+
+
+def test_an_interrupt_python_would_drop_is_raised_again_where_it_was_dropped(capsys):
+    carried_on = False
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with dropped_interrupts_reraised():
+            _drop_inside_a_weakref_callback(KeyboardInterrupt())
+            _wait_for_signal_delivery()
+            carried_on = True
+    assert not carried_on and type(raised.value) is KeyboardInterrupt
+    assert "Exception ignored" not in capsys.readouterr().err  # no traceback: an interrupt is no error
+    assert sys.getprofile() is None  # borrowed for one event, then given back
+    # Without the hook Python drops it and the code runs on (what CI saw).
+    unraisable = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        _drop_inside_a_weakref_callback(KeyboardInterrupt())
+        _wait_for_signal_delivery()
+    finally:
+        sys.unraisablehook = previous
+    assert [u.exc_type for u in unraisable] == [KeyboardInterrupt]
+
+
+def test_a_dropped_sigterm_comes_back_as_terminated_and_other_errors_go_to_the_previous_hook():
+    previous_term = signal.getsignal(signal.SIGTERM)
+    seen = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with pytest.raises(Terminated):
+            with sigterm_as_interrupt(), dropped_interrupts_reraised():
+                _drop_inside_a_weakref_callback(ValueError("not an interrupt"))
+                _wait_for_signal_delivery()
+                assert [u.exc_type for u in seen] == [ValueError]  # printed as before, not raised
+                _drop_inside_a_weakref_callback(Terminated())
+                _wait_for_signal_delivery()
+        assert sys.unraisablehook == seen.append  # the block put the previous hook back
+    finally:
+        sys.unraisablehook = previous
+    assert signal.getsignal(signal.SIGTERM) is previous_term
+
+
+def test_under_a_profiler_a_dropped_interrupt_goes_to_the_previous_hook_as_before():
+    seen = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+
+    def profiler(frame, event, arg):
+        return None
+
+    sys.setprofile(profiler)
+    try:
+        with dropped_interrupts_reraised():
+            _drop_inside_a_weakref_callback(KeyboardInterrupt())
+            _wait_for_signal_delivery()
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
+        sys.unraisablehook = previous
+    assert [u.exc_type for u in seen] == [KeyboardInterrupt]

@@ -12,6 +12,7 @@ import sys
 
 import evor  # noqa: F401  (MUJOCO_GL)
 from evor.errors import ConfigError, EvorError
+from evor.interrupts import dropped_interrupts_reraised
 
 
 def _list_parser(cast, kind: str):
@@ -115,15 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        code = args.func(args)  # commands that answer a question (evor diff) return their exit code
-    except EvorError as exc:
-        print(f"evor: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("evor: interrupted; files being written were not left behind.", file=sys.stderr)
-        return 130
+    # Importing the commands' modules takes seconds; a Ctrl-C then can land where Python drops it.
+    with dropped_interrupts_reraised():
+        try:
+            args = build_parser().parse_args(argv)
+            code = args.func(args)  # commands that answer a question (evor diff) return their exit code
+        except EvorError as exc:
+            print(f"evor: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("evor: interrupted; files being written were not left behind.", file=sys.stderr)
+            return 130
     return code or 0
 
 

@@ -8,6 +8,12 @@ it, and C code that clears pending errors (hasattr-style lookups) can drop it al
 Ctrl-C is lost and the run carries on. `interrupts_deferred()` holds a Ctrl-C pressed during such code
 and raises it as a plain KeyboardInterrupt as soon as the code has finished.
 
+A Ctrl-C can also be lost in pure Python: CPython cannot raise an exception out of a weakref callback
+or a `__del__` method, so one that lands there is printed as "Exception ignored in ..." and dropped
+(CI, 2026-12-07: SIGINT 0.3 s after `evor data generate` started hit importlib's module-lock callback
+while the CLI imported its modules, and generation ran on). `dropped_interrupts_reraised()` raises
+such an interrupt again in the code it interrupted, where it propagates.
+
 `kill PID` (SIGTERM) ends a Python process where it stands, so a study runner killed that way left its
 cells training as orphans. `sigterm_as_interrupt()` makes SIGTERM take the Ctrl-C path instead, as
 `Terminated`, a KeyboardInterrupt that says where it came from (a terminal's Ctrl-C reaches a whole
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 
@@ -48,6 +55,39 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
+def dropped_interrupts_reraised():
+    """Run the block with a KeyboardInterrupt (or `Terminated`) that Python had to drop, raised inside
+    a weakref callback or `__del__` where exceptions only reach `sys.unraisablehook`, raised again at
+    the thread's next function call or return, where it propagates. Nothing is printed for it: an
+    interrupt is not an error. Every other unraisable exception goes to the hook installed before, as
+    it would have, and so does an interrupt while a profiler is installed (the re-raise borrows
+    `sys.setprofile` for one event and would displace it)."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and sys.getprofile() is None):
+            previous(unraisable)
+            return
+        interrupt = unraisable.exc_value.with_traceback(None)
+
+        def raise_at_next_event(frame, event, arg):
+            # Raising from the hook itself would be dropped again; the first event outside it is in the
+            # code the interrupt was meant for (or in another callback, which sends it here once more).
+            if frame.f_code is hook.__code__:
+                return
+            sys.setprofile(None)
+            raise interrupt
+
+        sys.setprofile(raise_at_next_event)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+@contextlib.contextmanager
 def sigterm_as_interrupt():
     """Run the block with SIGTERM raised as `Terminated` (a KeyboardInterrupt), so that `kill PID` stops
     it the way Ctrl-C does (its cleanup runs) rather than ending the process mid-step. The previous
@@ -66,4 +106,4 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["Terminated", "interrupts_deferred", "sigterm_as_interrupt"]
+__all__ = ["Terminated", "dropped_interrupts_reraised", "interrupts_deferred", "sigterm_as_interrupt"]
