@@ -24,8 +24,11 @@ def sigint_handler():
     signal.signal(signal.SIGINT, previous)
 
 
-def _wait_for_signal_delivery():
-    for _ in range(50):  # Python runs signal handlers between bytecodes of the main thread
+def _run_on_briefly():
+    """A few dozen function calls and returns: where Python runs a pending signal handler (between
+    bytecodes of the main thread) and where `dropped_interrupts_reraised` raises a dropped interrupt
+    again (at the next function event)."""
+    for _ in range(50):
         time.sleep(0.001)
 
 
@@ -35,7 +38,7 @@ def test_an_interrupt_inside_the_block_is_raised_after_it(sigint_handler):
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
             os.kill(os.getpid(), signal.SIGINT)
-            _wait_for_signal_delivery()
+            _run_on_briefly()
             finished_block = True  # the interrupt did not cut the block short
     assert finished_block
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -44,11 +47,11 @@ def test_an_interrupt_inside_the_block_is_raised_after_it(sigint_handler):
 def test_no_interrupt_no_exception_and_the_handler_is_restored(sigint_handler):
     sigint_handler(signal.default_int_handler)
     with interrupts_deferred():
-        _wait_for_signal_delivery()
+        _run_on_briefly()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):  # and Ctrl-C acts at once again after the block
         os.kill(os.getpid(), signal.SIGINT)
-        _wait_for_signal_delivery()
+        _run_on_briefly()
 
 
 def test_an_error_inside_the_block_wins_and_the_handler_is_restored(sigint_handler):
@@ -56,7 +59,7 @@ def test_an_error_inside_the_block_wins_and_the_handler_is_restored(sigint_handl
     with pytest.raises(ValueError, match="bad input"):
         with interrupts_deferred():
             os.kill(os.getpid(), signal.SIGINT)
-            _wait_for_signal_delivery()
+            _run_on_briefly()
             raise ValueError("bad input")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
@@ -69,7 +72,7 @@ def test_an_ignored_or_custom_sigint_is_left_alone(sigint_handler, handler):
     with interrupts_deferred():
         assert signal.getsignal(signal.SIGINT) is installed
         os.kill(os.getpid(), signal.SIGINT)
-        _wait_for_signal_delivery()
+        _run_on_briefly()
     assert signal.getsignal(signal.SIGINT) is installed
     assert calls == ([] if handler == "ignored" else [signal.SIGINT])
 
@@ -80,7 +83,7 @@ def test_sigterm_inside_the_block_is_raised_as_a_keyboard_interrupt_that_says_te
     with pytest.raises(KeyboardInterrupt) as raised:  # every Ctrl-C cleanup path catches it
         with sigterm_as_interrupt():
             os.kill(os.getpid(), signal.SIGTERM)
-            _wait_for_signal_delivery()
+            _run_on_briefly()
             reached_end = True
     assert raised.type is Terminated and not reached_end  # unlike a deferred Ctrl-C, it stops the block
     assert signal.getsignal(signal.SIGTERM) is previous
@@ -107,7 +110,7 @@ def test_an_interrupt_python_would_drop_is_raised_again_where_it_was_dropped(cap
     with pytest.raises(KeyboardInterrupt) as raised:
         with dropped_interrupts_reraised():
             _drop_inside_a_weakref_callback(KeyboardInterrupt())
-            _wait_for_signal_delivery()
+            _run_on_briefly()
             carried_on = True
     assert not carried_on and type(raised.value) is KeyboardInterrupt
     assert "Exception ignored" not in capsys.readouterr().err  # no traceback: an interrupt is no error
@@ -118,7 +121,7 @@ def test_an_interrupt_python_would_drop_is_raised_again_where_it_was_dropped(cap
     sys.unraisablehook = unraisable.append
     try:
         _drop_inside_a_weakref_callback(KeyboardInterrupt())
-        _wait_for_signal_delivery()
+        _run_on_briefly()
     finally:
         sys.unraisablehook = previous
     assert [u.exc_type for u in unraisable] == [KeyboardInterrupt]
@@ -133,10 +136,10 @@ def test_a_dropped_sigterm_comes_back_as_terminated_and_other_errors_go_to_the_p
         with pytest.raises(Terminated):
             with sigterm_as_interrupt(), dropped_interrupts_reraised():
                 _drop_inside_a_weakref_callback(ValueError("not an interrupt"))
-                _wait_for_signal_delivery()
+                _run_on_briefly()
                 assert [u.exc_type for u in seen] == [ValueError]  # printed as before, not raised
                 _drop_inside_a_weakref_callback(Terminated())
-                _wait_for_signal_delivery()
+                _run_on_briefly()
         assert sys.unraisablehook == seen.append  # the block put the previous hook back
     finally:
         sys.unraisablehook = previous
@@ -155,7 +158,7 @@ def test_under_a_profiler_a_dropped_interrupt_goes_to_the_previous_hook_as_befor
     try:
         with dropped_interrupts_reraised():
             _drop_inside_a_weakref_callback(KeyboardInterrupt())
-            _wait_for_signal_delivery()
+            _run_on_briefly()
         assert sys.getprofile() is profiler
     finally:
         sys.setprofile(None)
