@@ -164,6 +164,24 @@ def evaluation_seed(training_seed: int, step: int | None = None) -> int:
     return 1_000_000_000 + 1_000_000 * training_seed + step
 
 
+# Output name -> episode-record key of the per-subtask flags `_record_subtasks` keeps.
+SUBTASK_RECORDS = {"per_episode_subtasks_reached": "subtasks_reached",
+                   "per_episode_subtasks_ever_out_of_goal": "subtasks_out_of_goal",
+                   "per_episode_subtasks_at_end": "subtasks_at_end"}
+
+
+def _record_subtasks(record: dict, subtasks) -> None:
+    """Fold one step's subtask states (True = in its goal state) into an episode's record: which
+    subtasks were ever in their goal state, which were ever out of it, and which are in it now."""
+    in_goal = np.asarray(subtasks, bool)
+    if record["subtasks_at_end"] is None:
+        record["subtasks_reached"] = np.zeros_like(in_goal)
+        record["subtasks_out_of_goal"] = np.zeros_like(in_goal)
+    record["subtasks_reached"] |= in_goal
+    record["subtasks_out_of_goal"] |= ~in_goal
+    record["subtasks_at_end"] = in_goal
+
+
 def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episodes: int, seed: int = 0,
                     pool_size: int = 10, workers: int = 0, show_progress: bool = False, desc: str = "eval",
                     action_horizon: int = 1, discount: float | None = None) -> dict:
@@ -234,11 +252,7 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
                     record["best_step_reward"] = max(record["best_step_reward"], reward)
                     record["last_step_reward"] = reward
                     if subtasks is not None:
-                        reached = record["subtasks_reached"] or [False] * len(subtasks)
-                        record["subtasks_reached"] = [a or b for a, b in zip(reached, subtasks)]
-                        out_of_goal = record["subtasks_out_of_goal"] or [False] * len(subtasks)
-                        record["subtasks_out_of_goal"] = [a or not b for a, b in zip(out_of_goal, subtasks)]
-                        record["subtasks_at_end"] = list(subtasks)
+                        _record_subtasks(record, subtasks)
                     if discount is not None:
                         record["discounted_return"] += discount ** record["length"] * reward
                     record["length"] += 1
@@ -276,9 +290,8 @@ def evaluate_policy(make_env: Callable[[], object], policy: PolicyFn, num_episod
         "per_episode_last_step_reward": [r["last_step_reward"] for r in results],
     }
     if all(r["subtasks_at_end"] is not None for r in results):
-        out["per_episode_subtasks_reached"] = [[int(x) for x in r["subtasks_reached"]] for r in results]
-        out["per_episode_subtasks_ever_out_of_goal"] = [[int(x) for x in r["subtasks_out_of_goal"]] for r in results]
-        out["per_episode_subtasks_at_end"] = [[int(x) for x in r["subtasks_at_end"]] for r in results]
+        for name, key in SUBTASK_RECORDS.items():
+            out[name] = [r[key].astype(int).tolist() for r in results]
     if discount is not None:
         out["discount"] = discount
         out["per_episode_discounted_return"] = [r["discounted_return"] for r in results]
